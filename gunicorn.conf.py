@@ -1,0 +1,41 @@
+"""gunicorn settings for the API (``gunicorn -c gunicorn.conf.py wsgi:app``).
+
+Settings are validated here, in the master, so a bad variable stops the server
+at start with a message naming it instead of crash-looping every worker.
+"""
+
+import os
+import sys
+
+from settings import Settings, SettingsError
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:
+    sys.stderr.write(f"gunicorn: configuration error: {exc}\n")
+    sys.exit(2)
+
+bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+# The API only parses requests and talks to Redis and S3 (I/O bound), so a few
+# processes with threads each; the CPU belongs to the resize workers.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Bounded header sizes; the body limit is MAX_UPLOAD_BYTES, enforced by the app.
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)sB %(M)sms id=%({x-request-id}o)s'
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+# No version banner in the Server header.
+proc_name = "resizer-api"
+
+
+def on_starting(server):
+    import gunicorn
+
+    gunicorn.SERVER = "resizer"

@@ -1,0 +1,85 @@
+"""The HTTP edge: routes, upload modes, status mapping.  Nothing here touches pixels."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+
+from .errors import ResizerError, ServiceUnavailable
+from .intake import inspect, read_upload
+from .options import Limits, parse_options
+
+log = logging.getLogger("resizer.api")
+
+bp = Blueprint("api", __name__)
+
+
+def _service():
+    return current_app.extensions["resizer"]
+
+
+@bp.post("/api/v1/resize")
+def submit() -> tuple[Response, int]:
+    svc = _service()
+    settings = svc.settings
+    upload = read_upload(request)
+    spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
+    _, content_type = inspect(upload.data, settings.max_input_pixels)
+    submission = svc.jobs.submit(
+        upload.data,
+        content_type,
+        spec,
+        tenant=g.get("tenant", "public"),
+        idempotency_key=request.headers.get("Idempotency-Key") or None,
+        request_id=g.get("request_id"),
+    )
+    status_url = url_for("api.status", token=submission.token)
+    log.info(
+        "accepted %s: %d bytes, %d output(s)%s",
+        submission.token, len(upload.data), len(spec.outputs), "" if submission.created else " (idempotent replay)",
+    )
+    response = jsonify(success=True, token=submission.token, status_url=status_url)
+    response.headers["Location"] = status_url
+    return response, 202
+
+
+@bp.get("/api/v1/resize/<token>")
+def status(token: str) -> Response:
+    body = _service().jobs.status(token, g.get("tenant", "public"))
+    response = jsonify(body)
+    if body["status"] in ("PENDING", "IN_PROGRESS"):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Retry-After"] = "1"
+    else:
+        response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    svc = _service()
+    checks = {}
+    try:
+        svc.redis.ping()
+        checks["redis"] = "ok"
+    except redis.exceptions.RedisError as exc:
+        checks["redis"] = f"unreachable: {str(exc)[:120]}"
+    try:
+        svc.storage.ping()
+        checks["storage"] = "ok"
+    except ResizerError as exc:
+        checks["storage"] = f"unreachable: {exc.message}"
+    if all(v == "ok" for v in checks.values()):
+        return jsonify(status="ready", checks=checks), 200
+    down = ", ".join(k for k, v in checks.items() if v != "ok")
+    error = ServiceUnavailable(f"Not ready: {down} unreachable.")
+    response = jsonify(success=False, error=error.to_dict(), checks=checks)
+    response.headers.update(error.headers)
+    return response, 503

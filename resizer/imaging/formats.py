@@ -1,0 +1,155 @@
+"""Which formats come in and go out, and a header-only probe of an upload.
+
+The probe reads the container header (magic bytes, then Pillow's lazy open, which
+parses headers but decodes no pixels), so the API can refuse unknown formats,
+bombs and zero-sized images before anything is stored or queued.  The worker
+runs the same probe again, so a job enqueued by anything else is held to the
+same rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import CorruptImage, ImageTooLarge, MissingImage, UnsupportedImageFormat
+
+# Pillow format name -> magic-byte test.  This is the allowlist: only these
+# plugins are ever asked to parse client bytes.
+_MAGIC = {
+    "JPEG": lambda b: b[:3] == b"\xff\xd8\xff",
+    "PNG": lambda b: b[:8] == b"\x89PNG\r\n\x1a\n",
+    "GIF": lambda b: b[:6] in (b"GIF87a", b"GIF89a"),
+    "WEBP": lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP",
+    "AVIF": lambda b: b[4:8] == b"ftyp" and b[8:12] in (b"avif", b"avis"),
+    "TIFF": lambda b: b[:4] in (b"II*\x00", b"MM\x00*"),
+    "BMP": lambda b: b[:2] == b"BM",
+}
+INPUT_FORMATS = tuple(_MAGIC)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    name: str  # the API's name
+    pil: str  # Pillow's save format
+    mime: str
+    ext: str
+    alpha: bool  # can carry transparency
+    animation: bool  # can carry several frames
+    default_quality: int | None
+
+
+OUTPUT_FORMATS = {
+    f.name: f
+    for f in (
+        OutputFormat("jpeg", "JPEG", "image/jpeg", "jpg", False, False, 85),
+        OutputFormat("png", "PNG", "image/png", "png", True, False, None),
+        OutputFormat("webp", "WEBP", "image/webp", "webp", True, True, 80),
+        OutputFormat("avif", "AVIF", "image/avif", "avif", True, False, 60),
+        # Not selectable by name; 'auto' keeps an (animated) GIF a GIF.
+        OutputFormat("gif", "GIF", "image/gif", "gif", True, True, None),
+    )
+}
+# Input formats that 'auto' keeps as they are.
+_WEB_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "GIF": "gif"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # Pillow's name: JPEG, PNG, ...
+    width: int  # as stored, before EXIF orientation
+    height: int
+    orientation: int  # EXIF orientation 1..8
+    has_alpha: bool
+    animated: bool
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        """Width and height as displayed, after EXIF orientation."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+def sniff(head: bytes) -> str | None:
+    """The allowlisted format whose magic bytes ``head`` starts with, or None."""
+    for name, test in _MAGIC.items():
+        if test(head):
+            return name
+    return None
+
+
+def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
+    """Open ``data`` lazily (headers only) and describe it, enforcing the allowlist and pixel limit."""
+    if not data:
+        raise MissingImage("The image is empty (0 bytes).")
+    kind = sniff(data[:16])
+    if kind is None:
+        raise UnsupportedImageFormat()
+    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; with the
+    # warning made an error, anything over our limit is refused here.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with quiet_pillow():
+            image = Image.open(io.BytesIO(data), formats=[kind])
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise CorruptImage(f"The {kind} header declares a {width}x{height} image.")
+            if width * height > max_pixels:
+                raise ImageTooLarge(_too_large(width, height, max_pixels))
+            info = ImageInfo(
+                format=kind,
+                width=width,
+                height=height,
+                orientation=_orientation(image),
+                has_alpha=image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info,
+                animated=bool(getattr(image, "is_animated", False)),
+            )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge(f"The image has more than the limit of {max_pixels:,} pixels.") from None
+    except UnidentifiedImageError:
+        raise CorruptImage(f"The data starts like a {kind} file but is not a valid one.") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+        raise CorruptImage(f"The {kind} data is corrupt or truncated ({_short(exc)}).") from None
+    return image, info
+
+
+@contextlib.contextmanager
+def quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings about odd files are noise here, except the bomb warning, which is an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def choose_format(requested: str, info: ImageInfo) -> "OutputFormat":
+    """Resolve 'auto' against the input; other names map directly."""
+    if requested != "auto":
+        return OUTPUT_FORMATS[requested]
+    kept = _WEB_FORMATS.get(info.format)
+    if kept == "gif" and not info.animated:
+        kept = "png"  # a still GIF is better served as PNG (no 256-colour palette)
+    if kept is None:
+        kept = "png" if info.has_alpha else "jpeg"
+    return OUTPUT_FORMATS[kept]
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block must not sink an otherwise good image
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _too_large(width: int, height: int, limit: int) -> str:
+    return f"The image is {width}x{height} ({width * height:,} pixels); the limit is {limit:,} pixels."
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]

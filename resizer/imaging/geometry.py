@@ -1,0 +1,92 @@
+"""Output geometry, computed once from the (oriented) source size and the options.
+
+Pure arithmetic: no pixels are touched here, so the worker knows every output's
+size before it decodes anything (which is what lets JPEG decoding shrink on
+load), and the rules can be checked by property tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import OutputSpec
+
+# Where 'cover' keeps the image and 'pad' puts it: fraction of the slack on each axis.
+_GRAVITY = {
+    "center": (0.5, 0.5),
+    "north": (0.5, 0.0),
+    "south": (0.5, 1.0),
+    "east": (1.0, 0.5),
+    "west": (0.0, 0.5),
+    "north_east": (1.0, 0.0),
+    "north_west": (0.0, 0.0),
+    "south_east": (1.0, 1.0),
+    "south_west": (0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one output is made from a source of ``source`` size."""
+
+    source: tuple[int, int]
+    crop: tuple[float, float, float, float]  # region of the source that is resized
+    content: tuple[int, int]  # size the cropped region is resized to
+    canvas: tuple[int, int]  # final output size (== content except for 'pad')
+    offset: tuple[int, int]  # where the content sits on the canvas
+
+    @property
+    def scale(self) -> float:
+        """Largest source->output scale factor (what decoding may shrink to)."""
+        x0, y0, x1, y1 = self.crop
+        return max(self.content[0] / (x1 - x0), self.content[1] / (y1 - y0))
+
+
+def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
+    src_w, src_h = source
+    box_w, box_h = _box(src_w, src_h, spec.width, spec.height, max_dimension)
+    full = (0.0, 0.0, float(src_w), float(src_h))
+    gx, gy = _GRAVITY[spec.gravity]
+
+    if spec.fit == "fill":
+        size = (box_w, box_h) if spec.enlarge else (min(box_w, src_w), min(box_h, src_h))
+        return Plan(source, full, size, size, (0, 0))
+
+    if spec.fit == "cover":
+        scale = max(box_w / src_w, box_h / src_h)
+        if not spec.enlarge and scale > 1:
+            scale = 1.0
+            box_w, box_h = min(box_w, src_w), min(box_h, src_h)
+        crop_w, crop_h = min(src_w, box_w / scale), min(src_h, box_h / scale)
+        x0, y0 = (src_w - crop_w) * gx, (src_h - crop_h) * gy
+        return Plan(source, (x0, y0, x0 + crop_w, y0 + crop_h), (box_w, box_h), (box_w, box_h), (0, 0))
+
+    # contain and pad: the whole image inside the box, aspect ratio kept
+    scale = min(box_w / src_w, box_h / src_h)
+    if not spec.enlarge:
+        scale = min(scale, 1.0)
+    content = (_side(src_w * scale, box_w), _side(src_h * scale, box_h))
+    if spec.fit == "contain":
+        return Plan(source, full, content, content, (0, 0))
+    offset = (round((box_w - content[0]) * gx), round((box_h - content[1]) * gy))
+    return Plan(source, full, content, (box_w, box_h), offset)
+
+
+def _box(src_w: int, src_h: int, width: int | None, height: int | None, max_dim: int) -> tuple[int, int]:
+    """The target box; a missing side follows the source's aspect ratio, within max_dim."""
+    if width is not None and height is not None:
+        return width, height
+    if width is not None:
+        height_f = src_h * width / src_w
+        width_f = float(width)
+    else:
+        assert height is not None
+        width_f = src_w * height / src_h
+        height_f = float(height)
+    shrink = min(1.0, max_dim / width_f, max_dim / height_f)
+    return _side(width_f * shrink, max_dim), _side(height_f * shrink, max_dim)
+
+
+def _side(value: float, limit: int) -> int:
+    """Round a side length, never to 0 and never past ``limit``."""
+    return max(1, min(limit, round(value)))

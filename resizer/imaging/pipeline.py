@@ -1,0 +1,137 @@
+"""The image pipeline: bytes in, encoded outputs out.
+
+    open (header only) -> plan every output -> shrink on load -> decode
+    -> orient -> normalize mode -> per output: resize -> to sRGB -> pad
+    -> flatten -> encode
+
+Geometry is computed before any pixel is decoded, so the JPEG decoder can
+scale down by up to 8x while decoding; orientation is applied after that (on
+the small image, not the full one).  One decode serves every variant.
+No Redis, S3 or Flask in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..errors import CorruptImage, ImageTooLarge
+from ..options import JobSpec, OutputSpec
+from . import steps
+from .encode import encode, encode_animation
+from .formats import ImageInfo, OutputFormat, choose_format, open_image, quiet_pillow
+from .geometry import Plan, plan
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_input_pixels: int = 100_000_000
+    max_output_dimension: int = 8192
+    max_frames: int = 300
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    data: bytes
+    width: int
+    height: int
+    format: OutputFormat
+
+
+@dataclass(frozen=True)
+class _Task:
+    spec: OutputSpec
+    plan: Plan
+    format: OutputFormat
+
+
+def process(data: bytes, job: JobSpec, limits: ImageLimits) -> list[Output]:
+    image, info = open_image(data, limits.max_input_pixels)
+    with image:
+        tasks = [
+            _Task(o, plan(info.oriented_size, o, limits.max_output_dimension), choose_format(o.format, info))
+            for o in job.outputs
+        ]
+        if info.animated and any(t.format.animation for t in tasks):
+            return _process_animation(image, info, tasks, limits)
+        image = steps.shrink_on_load(image, max(t.plan.scale for t in tasks))
+        base = steps.normalize_mode(steps.orient(_decode(image), info.orientation))
+        return [_still(base, t) for t in tasks]
+
+
+def _still(base: Image.Image, task: _Task) -> Output:
+    image = steps.resize(base, task.plan)
+    image = steps.to_srgb(image)
+    image = steps.pad(image, task.plan, task.spec.background, keep_alpha=task.format.alpha)
+    if not task.format.alpha:
+        image = steps.flatten(image, task.spec.background)
+    return Output(task.spec.name, encode(image, task.format, task.spec.quality), *image.size, task.format)
+
+
+def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], limits: ImageLimits) -> list[Output]:
+    """Resize every frame for animated outputs (keeping timing and loop); still outputs use frame 0.
+
+    Frames are decoded one at a time and only their resized copies are kept,
+    so memory follows the output size, not the input's.
+    """
+    n_frames = _frame_count(image, limits.max_frames)
+    animated = [t for t in tasks if t.format.animation]
+    frames: dict[str, list[Image.Image]] = {t.spec.name: [] for t in animated}
+    durations: list[int] = []
+    loop = int(image.info.get("loop", 0) or 0)
+    first: Image.Image | None = None
+    for index, frame in enumerate(_frames(image, n_frames)):
+        if index == 0:
+            first = frame
+        durations.append(int(frame.info.get("duration") or image.info.get("duration") or 100))
+        for task in animated:
+            resized = steps.pad(steps.resize(frame, task.plan), task.plan, task.spec.background, keep_alpha=True)
+            frames[task.spec.name].append(resized)
+    assert first is not None
+    outputs = []
+    for task in tasks:
+        if task.format.animation:
+            data = encode_animation(frames[task.spec.name], durations, loop, task.format, task.spec.quality)
+            width, height = task.plan.canvas
+            outputs.append(Output(task.spec.name, data, width, height, task.format))
+        else:
+            outputs.append(_still(first, task))
+    return outputs
+
+
+def _frames(image: Image.Image, n_frames: int) -> Iterator[Image.Image]:
+    for index in range(n_frames):
+        try:
+            with quiet_pillow():
+                image.seek(index)
+                frame = image.convert("RGBA")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(str(exc)) from None
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+            raise CorruptImage(f"Frame {index + 1} of the animation cannot be decoded ({exc}).") from None
+        frame.info = {"duration": image.info.get("duration")}
+        yield frame
+
+
+def _frame_count(image: Image.Image, limit: int) -> int:
+    try:
+        count = int(getattr(image, "n_frames", 1))
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise CorruptImage(f"The animation cannot be read ({exc}).") from None
+    if count > limit:
+        raise ImageTooLarge(f"The animation has {count} frames; the limit is {limit}.")
+    return count
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    try:
+        with quiet_pillow():
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(str(exc)) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        raise CorruptImage(f"The {image.format} data is corrupt or truncated ({str(exc)[:120]}).") from None
+    return image

@@ -1,0 +1,139 @@
+"""The pipeline's steps: small pure functions over Pillow images.
+
+Each step does one thing and returns its input unchanged when it has nothing
+to do.  Order matters and lives in ``pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+
+from PIL import Image, ImageCms
+
+from .geometry import Plan
+
+log = logging.getLogger(__name__)
+
+_TRANSPOSE = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
+}
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def shrink_on_load(image: Image.Image, scale: float) -> Image.Image:
+    """Let the JPEG decoder scale by 1/2, 1/4 or 1/8 (DCT scaling) when the output is that much smaller.
+
+    Must run before anything loads pixels.  ``scale`` is the largest factor any
+    output needs on either axis, so it holds in the stored orientation too.
+    """
+    if image.format != "JPEG" or scale >= 0.5:
+        return image
+    width, height = image.size
+    # draft() keeps the decoded size at least this large, so the final resample still has the detail it needs.
+    image.draft(None, (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+    return image
+
+
+def orient(image: Image.Image, orientation: int) -> Image.Image:
+    """Apply the EXIF orientation, so outputs need (and carry) no orientation tag."""
+    for op in _TRANSPOSE.get(orientation, ()):
+        image = image.transpose(op)
+    return image
+
+
+def normalize_mode(image: Image.Image) -> Image.Image:
+    """Bring any decoded mode to one the resampler handles well: RGB, RGBA, L, LA or CMYK.
+
+    16-bit data is scaled to 8 bits (not clipped); palettes are expanded, keeping transparency.
+    """
+    mode = image.mode
+    if mode in ("RGB", "RGBA", "L", "LA", "CMYK"):
+        return image
+    icc = image.info.get("icc_profile")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale (or 32-bit int): map 0..65535 onto 0..255.
+        image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif mode == "F":
+        image = image.point(lambda v: v * 255).convert("L")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in ("RGBa", "La"):
+        image = image.convert(mode.upper()[:-1] + "A")
+    elif mode == "YCbCr" or mode == "LAB" or mode == "HSV":
+        image = image.convert("RGB")
+    else:
+        image = image.convert("RGBA" if "A" in mode else "RGB")
+    if icc:
+        image.info["icc_profile"] = icc
+    return image
+
+
+def resize(image: Image.Image, plan: Plan) -> Image.Image:
+    """Crop and resample in one pass (Lanczos, with a reduce() first for large factors)."""
+    size = plan.content
+    full = (0.0, 0.0, float(image.width), float(image.height))
+    box = _scale_box(plan, image.size)
+    if size == image.size and box == full:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Convert pixels to sRGB: through the embedded ICC profile when there is one, else plainly.
+
+    The output then needs no profile, so dropping it loses nothing.
+    """
+    icc = image.info.get("icc_profile")
+    target = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "L", "LA": "LA"}[image.mode]
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            if image.mode in ("RGB", "RGBA", "CMYK") and source.profile.xcolor_space.strip() in ("RGB", "CMYK"):
+                converted = ImageCms.profileToProfile(
+                    image, source, _SRGB, outputMode=target if target != "LA" else "RGBA"
+                )
+                if converted is not None:
+                    return converted
+        except (OSError, ImageCms.PyCMSError, ValueError, TypeError) as exc:
+            log.info("ignoring an unusable ICC profile: %s", exc)
+    if image.mode != target:
+        image = image.convert(target)
+    return image
+
+
+def pad(image: Image.Image, plan: Plan, background: tuple[int, int, int], keep_alpha: bool) -> Image.Image:
+    """Place the content on a canvas of the exact box ('pad' fit)."""
+    if plan.canvas == image.size:
+        return image
+    mode = "RGBA" if keep_alpha and image.mode in ("RGBA", "LA") else "RGB"
+    canvas = Image.new(mode, plan.canvas, background + ((255,) if mode == "RGBA" else ()))
+    layer = image.convert("RGBA")
+    canvas.paste(layer, plan.offset, layer)
+    return canvas
+
+
+def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Composite transparency onto ``background`` for formats without alpha (no black backgrounds)."""
+    if image.mode not in ("RGBA", "LA"):
+        return image
+    canvas = Image.new("RGB", image.size, background)
+    canvas.paste(image.convert("RGBA"), (0, 0), image.convert("RGBA"))
+    return canvas
+
+
+def _scale_box(plan: Plan, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The plan's crop box in the coordinates of ``size`` (smaller than the source after shrink-on-load)."""
+    sx, sy = size[0] / plan.source[0], size[1] / plan.source[1]
+    x0, y0, x1, y1 = plan.crop
+    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)

@@ -1,0 +1,101 @@
+"""Request body -> (image bytes, raw options), then a header-only look at the image.
+
+Three ways in, as the contract says: JSON with base64 ``imageData`` (a
+``data:image/...;base64,`` prefix is accepted), ``multipart/form-data`` with an
+``image`` file field, or a raw ``image/*`` body with options in the query
+string.  The body size limit is enforced by Werkzeug from Content-Length before
+the body is read (``MAX_CONTENT_LENGTH``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request
+from werkzeug.exceptions import BadRequest
+
+from .errors import InvalidBase64, InvalidJSON, InvalidParameter, MissingImage, UnsupportedMediaType
+from .imaging import ImageInfo, open_image
+
+_DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
+         "AVIF": "image/avif", "TIFF": "image/tiff", "BMP": "image/bmp"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    options: dict[str, Any]
+
+
+def read_upload(request: Request) -> Upload:
+    mimetype = request.mimetype or ""
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return _from_json(request)
+    if mimetype == "multipart/form-data":
+        return _from_form(request)
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        data = request.get_data(cache=False)
+        if not data:
+            raise MissingImage("The request body is empty; send the image bytes as the body.")
+        return Upload(data, request.args.to_dict())
+    raise UnsupportedMediaType(
+        f"Content-Type {mimetype or '(none)'} is not accepted; send application/json, "
+        "multipart/form-data or an image/* body."
+    )
+
+
+def inspect(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
+    """Sniff the header (format allowlist, pixel limit, sane size) without decoding pixels."""
+    image, info = open_image(data, max_pixels)
+    image.close()
+    return info, _MIME[info.format]
+
+
+def _from_json(request: Request) -> Upload:
+    try:
+        body = request.get_json(force=True, silent=False)
+    except BadRequest:
+        raise InvalidJSON("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("The JSON body must be an object like {\"imageData\": \"<base64>\"}.")
+    encoded = body.pop("imageData", None)
+    if encoded is None or encoded == "":
+        raise MissingImage("No image was sent: put the base64-encoded image in 'imageData'.")
+    if not isinstance(encoded, str):
+        raise InvalidParameter("Invalid parameter 'imageData': it must be a base64 string.")
+    return Upload(decode_base64(encoded), body)
+
+
+def _from_form(request: Request) -> Upload:
+    file = request.files.get("image")
+    if file is None:
+        raise MissingImage("No image was sent: put the file in the form field 'image'.")
+    data = file.read()
+    if not data:
+        raise MissingImage("The 'image' form field is empty.")
+    options = request.form.to_dict()
+    return Upload(data, options)
+
+
+def decode_base64(text: str) -> bytes:
+    text = _DATA_URI.sub("", text, count=1)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    # Be lenient with what real clients send: line breaks (MIME base64), the
+    # URL-safe alphabet and missing padding.  Anything else is refused.
+    cleaned = re.sub(r"\s+", "", text).replace("-", "+").replace("_", "/")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        data = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidBase64("'imageData' is not valid base64.") from None
+    if not data:
+        raise MissingImage("'imageData' decodes to nothing.")
+    return data

@@ -1,0 +1,241 @@
+"""Jobs as the API sees them: submit (store original, enqueue) and status.
+
+The token is a random UUID4 and is also the RQ job id.  The job is enqueued by
+dotted path, so the web process never imports the imaging code.  A finished
+job's manifest (written by the worker next to its outputs) lets the status
+survive the queue's own record of the job: after RQ's result expires, or after
+Redis lost its data, SUCCESS is still answered with fresh presigned URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from settings import Settings
+
+from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
+from .options import JobSpec
+from .storage import Storage, manifest_key, original_key
+
+log = logging.getLogger(__name__)
+
+TASK = "resizer.tasks.resize_job"
+DEFAULT_TENANT = "public"
+IDEMPOTENCY_PREFIX = "resizer:idem:"
+
+_STATUS = {
+    JobStatus.QUEUED: "PENDING",
+    JobStatus.DEFERRED: "PENDING",
+    JobStatus.SCHEDULED: "PENDING",  # waiting for a retry
+    JobStatus.STARTED: "IN_PROGRESS",
+    JobStatus.FINISHED: "SUCCESS",
+    JobStatus.FAILED: "FAILURE",
+    JobStatus.STOPPED: "FAILURE",
+    JobStatus.CANCELED: "FAILURE",
+}
+
+
+def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> redis.Redis:
+    """A Redis client that fails fast when Redis is down instead of hanging a request."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=socket_timeout,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """Transient failures are retried with a growing pause: 2 s, 10 s, 30 s, ..."""
+    if settings.job_retries == 0:
+        return None
+    intervals = [2, 10, 30, 60, 120][: settings.job_retries]
+    return Retry(max=settings.job_retries, interval=intervals)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # RQ stores naive UTC datetimes
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Submission:
+    token: str
+    created: bool  # False when an Idempotency-Key replayed an earlier submission
+
+
+class Jobs:
+    def __init__(self, settings: Settings, connection: redis.Redis, storage: Storage):
+        self.settings = settings
+        self.redis = connection
+        self.storage = storage
+        self.queue = Queue(settings.queue_name, connection=connection)
+
+    # -- submit ---------------------------------------------------------------
+    def submit(
+        self,
+        image: bytes,
+        content_type: str,
+        spec: JobSpec,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> Submission:
+        token = str(uuid.uuid4())
+        idem = None
+        if idempotency_key is not None:
+            fingerprint = _fingerprint(image, spec)
+            idem = IDEMPOTENCY_PREFIX + hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()
+            earlier = self._claim(idem, f"{token} {fingerprint}")
+            if earlier is not None:
+                earlier_token, earlier_fingerprint = earlier.split(" ", 1)
+                if earlier_fingerprint != fingerprint:
+                    raise IdempotencyConflict()
+                return Submission(earlier_token, created=False)
+        try:
+            self.storage.put(original_key(token), image, content_type)
+            self._enqueue(token, tenant, spec, request_id)
+        except BaseException:
+            if idem is not None:
+                self._release(idem)
+            raise
+        return Submission(token, created=True)
+
+    def _enqueue(self, token: str, tenant: str, spec: JobSpec, request_id: str | None) -> None:
+        s = self.settings
+        try:
+            self.queue.enqueue(
+                TASK,
+                token,
+                tenant,
+                spec.to_dict(),
+                request_id,
+                job_id=token,
+                job_timeout=s.job_timeout,
+                result_ttl=s.result_ttl,
+                failure_ttl=s.result_ttl,
+                ttl=None,
+                retry=retry_policy(s),
+                meta={"tenant": tenant, "request_id": request_id},
+                description=f"resize {token} ({len(spec.outputs)} output{'s' if len(spec.outputs) > 1 else ''})",
+            )
+        except redis.exceptions.RedisError:
+            # Do not leave an original behind that no job will ever pick up.
+            try:
+                self.storage.delete(original_key(token))
+            except ResizerError:
+                pass  # the lifecycle rule on originals/ collects it
+            raise
+
+    def _claim(self, key: str, value: str) -> str | None:
+        """Record ``value`` under ``key`` unless something is there; return what was there."""
+        if self.redis.set(key, value, nx=True, ex=self.settings.idempotency_ttl):
+            return None
+        earlier = self.redis.get(key)
+        if earlier is None:  # expired between the two calls
+            return self._claim(key, value)
+        return earlier.decode()
+
+    def _release(self, key: str) -> None:
+        try:
+            self.redis.delete(key)
+        except redis.exceptions.RedisError:
+            pass
+
+    # -- status ---------------------------------------------------------------
+    def status(self, token: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        try:
+            uuid.UUID(token)
+        except ValueError:
+            raise NotFound("No job with this token.") from None
+        job = self._fetch(token)
+        if job is None or job.meta.get("tenant", DEFAULT_TENANT) != tenant:
+            manifest = self._manifest(tenant, token)
+            if manifest is None:
+                raise NotFound("No job with this token (or its results have expired).")
+            return self._render(token, manifest)
+        status = _STATUS.get(job.get_status(refresh=False), "PENDING")
+        body: dict[str, Any] = {"status": status}
+        if status == "SUCCESS":
+            manifest = job.return_value(refresh=True) or self._manifest(tenant, token)
+            if manifest is None:
+                raise ServiceUnavailable("The job's results are not readable right now.")
+            return self._render(token, manifest)
+        if status == "FAILURE":
+            body["error"] = job.meta.get("error") or _abandoned(job)
+            body["finished_at"] = isoformat(job.ended_at)
+        body["created_at"] = isoformat(job.created_at)
+        return self._render(token, body)
+
+    def _fetch(self, token: str) -> Job | None:
+        try:
+            return Job.fetch(token, connection=self.redis)
+        except NoSuchJobError:
+            return None
+
+    def _manifest(self, tenant: str, token: str) -> dict[str, Any] | None:
+        raw = self.storage.get(manifest_key(tenant, token))
+        return json.loads(raw) if raw is not None else None
+
+    def _render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The status body of the contract, with fresh presigned URLs for finished outputs."""
+        body: dict[str, Any] = {
+            "success": True,
+            "token": token,
+            "status": record["status"],
+            "resized_image_url": None,
+        }
+        if record["status"] == "SUCCESS":
+            ttl = self.settings.presigned_url_ttl
+            variants = {}
+            for name, out in record["variants"].items():
+                variants[name] = {
+                    "url": self.storage.presigned_url(out["key"], ttl),
+                    "width": out["width"],
+                    "height": out["height"],
+                    "format": out["format"],
+                    "bytes": out["bytes"],
+                }
+            body["resized_image_url"] = next(iter(variants.values()))["url"]
+            body["expires_at"] = isoformat(utcnow() + timedelta(seconds=ttl))
+            body["variants"] = variants
+        if record.get("error"):
+            body["error"] = record["error"]
+        for field in ("created_at", "finished_at"):
+            if record.get(field):
+                body[field] = record[field]
+        return body
+
+
+def _abandoned(job: Job) -> dict[str, str]:
+    """The error of a failed job that recorded none: its worker died on every attempt."""
+    return {
+        "code": "worker_lost",
+        "message": "The worker processing this job stopped before finishing, on every attempt; submit it again.",
+    }
+
+
+def _fingerprint(image: bytes, spec: JobSpec) -> str:
+    digest = hashlib.sha256(image)
+    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()

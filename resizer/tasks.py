@@ -1,0 +1,162 @@
+"""The job the worker runs: fetch original -> pipeline -> upload outputs -> manifest.
+
+Idempotent: output keys are derived from the token and variant name, so a
+re-run (after a retry or a killed worker) overwrites the same objects.  A
+re-run that finds the original already gone but the manifest present returns
+the manifest: the earlier run finished and only its bookkeeping was lost.
+
+Errors are classified once here.  Permanent ones (the image's fault) end the
+job at once: no retry, a failure manifest so the answer outlives Redis, the
+original removed.  Transient ones (storage, Redis) propagate so RQ retries
+them with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from settings import Settings
+
+from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError
+from .imaging import ImageLimits, process
+from .jobs import isoformat, utcnow
+from .options import JobSpec
+from .storage import Storage, manifest_key, original_key, output_key
+
+log = logging.getLogger("resizer.worker")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    storage: Storage
+    limits: ImageLimits
+
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """Clients and settings built once per worker process, not once per job."""
+    global _context
+    if _context is None:
+        settings = Settings.from_env()
+        _context = WorkerContext(
+            settings=settings,
+            storage=Storage(settings),
+            limits=ImageLimits(settings.max_input_pixels, settings.max_output_dimension, settings.max_frames),
+        )
+    return _context
+
+
+def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    ctx = context()
+    job = get_current_job()
+    created_at = isoformat(job.created_at) if job is not None else None
+    try:
+        return _run(ctx, token, tenant, JobSpec.from_dict(spec), created_at, request_id)
+    except JobTimeoutException:
+        error: ResizerError = ProcessingTimeout(
+            f"Processing took longer than the {ctx.settings.job_timeout} s limit."
+        )
+        _fail(ctx, job, token, tenant, error, created_at)
+        raise
+    except ResizerError as exc:
+        if exc.permanent:
+            _fail(ctx, job, token, tenant, exc, created_at)
+        else:
+            _note(job, exc)
+        raise
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: Redis error, will retry: %s", token, exc)
+        raise
+    except Exception as exc:
+        # A bug (or a Pillow failure we did not foresee): retrying will not
+        # help, and the client gets a stable code rather than a traceback.
+        log.exception("job %s: unexpected error", token)
+        _fail(ctx, job, token, tenant, InternalError(f"Processing failed unexpectedly ({type(exc).__name__})."), created_at)
+        raise
+
+
+def _run(
+    ctx: WorkerContext, token: str, tenant: str, spec: JobSpec, created_at: str | None, request_id: str | None
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = ctx.storage.get(original_key(token))
+    if data is None:
+        earlier = ctx.storage.get(manifest_key(tenant, token))
+        if earlier is not None and json.loads(earlier).get("status") == "SUCCESS":
+            log.info("job %s: already finished by an earlier run", token)
+            return json.loads(earlier)
+        raise CorruptImage("The uploaded image is no longer in storage; submit it again.")
+    t1 = time.perf_counter()
+    outputs = process(data, spec, ctx.limits)
+    t2 = time.perf_counter()
+    variants = {}
+    for out in outputs:
+        key = output_key(tenant, token, out.name, out.format.ext)
+        ctx.storage.put(key, out.data, out.format.mime)
+        variants[out.name] = {
+            "key": key,
+            "width": out.width,
+            "height": out.height,
+            "format": out.format.name,
+            "bytes": len(out.data),
+        }
+    manifest = {
+        "status": "SUCCESS",
+        "created_at": created_at,
+        "finished_at": isoformat(utcnow()),
+        "variants": variants,
+    }
+    _write_manifest(ctx, tenant, token, manifest)
+    _forget_original(ctx, token)
+    t3 = time.perf_counter()
+    log.info(
+        "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
+        token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, request_id or "-",
+    )
+    return manifest
+
+
+def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError, created_at: str | None) -> None:
+    """End the job now: no retries, and a record of why that outlives Redis."""
+    log.info("job %s failed: %s: %s", token, error.code, error.message)
+    if job is not None:
+        job.retries_left = 0
+    _note(job, error)
+    manifest = {"status": "FAILURE", "created_at": created_at, "finished_at": isoformat(utcnow()), "error": error.to_dict()}
+    try:
+        _write_manifest(ctx, tenant, token, manifest)
+        _forget_original(ctx, token)
+    except ResizerError as exc:
+        log.warning("job %s: could not record the failure in storage: %s", token, exc.message)
+
+
+def _note(job, error: ResizerError) -> None:
+    if job is None:
+        return
+    job.meta["error"] = error.to_dict()
+    try:
+        job.save_meta()
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: could not save the error: %s", job.id, exc)
+
+
+def _write_manifest(ctx: WorkerContext, tenant: str, token: str, manifest: dict[str, Any]) -> None:
+    ctx.storage.put(manifest_key(tenant, token), json.dumps(manifest).encode(), "application/json")
+
+
+def _forget_original(ctx: WorkerContext, token: str) -> None:
+    try:
+        ctx.storage.delete(original_key(token))
+    except ResizerError as exc:  # the lifecycle rule on originals/ collects it later
+        log.warning("job %s: original not deleted: %s", token, exc.message)

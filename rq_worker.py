@@ -1,0 +1,57 @@
+"""Worker entry point: ``python rq_worker.py`` runs one RQ worker on the configured queue.
+
+Run several for parallelism (``make run`` starts WORKERS of them and restarts
+any that dies; docker-compose scales the ``worker`` service).  SIGTERM is a
+warm shutdown: the current job finishes, then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--name", default=None, help="worker name (default: host.pid)")
+    parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"rq_worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    from resizer import tasks
+    from resizer.jobs import make_redis
+    from resizer.logs import configure_logging
+    from resizer.worker import ResizeWorker
+
+    configure_logging(settings, "worker")
+    tasks.context()  # build storage clients and load Pillow now, not in the first job
+    connection = make_redis(settings, socket_timeout=None)
+    ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval
+    ResizeWorker.dead_after = settings.worker_dead_after
+    worker = ResizeWorker(
+        [settings.queue_name],
+        connection=connection,
+        name=args.name or f"{socket.gethostname()}.{os.getpid()}",
+        worker_ttl=settings.maintenance_interval + 15,  # bounds the idle wait, so maintenance runs on time
+        maintenance_interval=settings.maintenance_interval,
+        job_monitoring_interval=settings.worker_heartbeat_interval,
+    )
+    logging.getLogger("resizer.worker").info(
+        "worker %s listening on queue %r (redis %s)", worker.name, settings.queue_name, settings.redis_url.split("@")[-1]
+    )
+    worker.work(burst=args.burst, with_scheduler=True, max_jobs=args.max_jobs, logging_level=settings.log_level.upper())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

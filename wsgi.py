@@ -1,0 +1,3 @@
+from resizer.app import create_app
+
+app = create_app()
