@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -48,12 +50,14 @@ _STATUS = {
 
 def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> redis.Redis:
     """A Redis client that fails fast when Redis is down instead of hanging a request."""
+    # redis-py's default retries with up to seconds of backoff; a request should
+    # rather fail in well under a second and let the client retry on 503.
     return redis.Redis.from_url(
         settings.redis_url,
-        socket_connect_timeout=2,
+        socket_connect_timeout=1,
         socket_timeout=socket_timeout,
         health_check_interval=15,
-        retry_on_timeout=False,
+        retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
     )
 
 

@@ -86,7 +86,8 @@ def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], 
     for index, frame in enumerate(_frames(image, n_frames)):
         if index == 0:
             first = frame
-        durations.append(int(frame.info.get("duration") or image.info.get("duration") or 100))
+        duration = frame.info.get("duration")
+        durations.append(int(duration) if duration is not None else 100)
         for task in animated:
             resized = steps.pad(steps.resize(frame, task.plan), task.plan, task.spec.background, keep_alpha=True)
             frames[task.spec.name].append(resized)

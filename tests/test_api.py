@@ -1,0 +1,209 @@
+"""The HTTP edge through Flask's test client (moto S3, fakeredis): request parsing, errors, status mapping."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from rq import Queue
+from rq.job import Job
+
+from resizer.storage import manifest_key, original_key
+from tests.conftest import CORPUS, ORIGINAL_PNG_B64, b64, image_bytes
+
+
+def post_json(client, payload, **kw):
+    return client.post("/api/v1/resize", data=json.dumps(payload), content_type="application/json", **kw)
+
+
+def test_submit_stores_the_original_and_enqueues_by_dotted_path(client, s3, fake_redis):
+    r = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 10})
+    assert r.status_code == 202
+    token = r.get_json()["token"]
+    assert uuid.UUID(token).version == 4
+    assert r.headers["Location"] == f"/api/v1/resize/{token}"
+    assert s3.get(original_key(token)).startswith(b"\x89PNG")
+    job = Job.fetch(token, connection=fake_redis)
+    assert job.func_name == "resizer.tasks.resize_job"
+    assert job.args[0] == token and job.args[2]["outputs"][0]["width"] == 10
+    assert Queue("resize", connection=fake_redis).count == 1
+    # Redis never holds image bytes
+    assert b"PNG" not in b"".join(fake_redis.dump(k) or b"" for k in fake_redis.keys())
+
+
+def test_tokens_are_random(client):
+    tokens = {post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"] for _ in range(5)}
+    assert len(tokens) == 5
+
+
+def test_status_maps_rq_states(client, fake_redis):
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    body = client.get(f"/api/v1/resize/{token}").get_json()
+    assert body["status"] == "PENDING" and body["resized_image_url"] is None and body["success"] is True
+    job = Job.fetch(token, connection=fake_redis)
+    job.set_status("started")
+    assert client.get(f"/api/v1/resize/{token}").get_json()["status"] == "IN_PROGRESS"
+    job.meta["error"] = {"code": "corrupt_image", "message": "broken"}
+    job.save_meta()
+    job.set_status("failed")
+    body = client.get(f"/api/v1/resize/{token}").get_json()
+    assert body["status"] == "FAILURE" and body["error"] == {"code": "corrupt_image", "message": "broken"}
+
+
+def test_a_failed_job_without_an_error_reports_worker_lost(client, fake_redis):
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    Job.fetch(token, connection=fake_redis).set_status("failed")
+    assert client.get(f"/api/v1/resize/{token}").get_json()["error"]["code"] == "worker_lost"
+
+
+def test_status_survives_the_queue_record_through_the_manifest(client, s3, fake_redis):
+    token = str(uuid.uuid4())
+    manifest = {"status": "SUCCESS", "created_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+                "variants": {"default": {"key": f"outputs/public/{token}/default.jpg", "width": 100, "height": 100,
+                                         "format": "jpeg", "bytes": 10}}}
+    s3.put(manifest_key("public", token), json.dumps(manifest).encode(), "application/json")
+    body = client.get(f"/api/v1/resize/{token}").get_json()
+    assert body["status"] == "SUCCESS" and "X-Amz-Signature" in body["resized_image_url"]
+    assert body["variants"]["default"]["width"] == 100 and body["expires_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("token", ["nope", str(uuid.uuid4()), "../../etc"])
+def test_unknown_token_is_404_in_the_error_shape(client, token):
+    r = client.get(f"/api/v1/resize/{token}")
+    assert r.status_code == 404
+    assert r.get_json()["success"] is False and r.get_json()["error"]["code"] == "not_found"
+
+
+# -- the error contract, table-driven ------------------------------------------------------
+BAD = CORPUS / "bad"
+PNG = image_bytes(fmt="PNG")
+
+
+def _json(payload):
+    return {"data": json.dumps(payload), "content_type": "application/json"}
+
+
+ERROR_CASES = [
+    ("invalid_json: not JSON", _json(None) | {"data": "{oops"}, 400, "invalid_json"),
+    ("invalid_json: JSON but not an object", _json([1, 2]), 400, "invalid_json"),
+    ("missing_image: no imageData", _json({"width": 5}), 400, "missing_image"),
+    ("missing_image: empty imageData", _json({"imageData": ""}), 400, "missing_image"),
+    ("missing_image: no form file", {"data": {"width": "5"}, "content_type": "multipart/form-data"}, 400, "missing_image"),
+    ("missing_image: empty raw body", {"data": b"", "content_type": "image/png"}, 400, "missing_image"),
+    ("missing_image: zero-byte file", {"data": b64(b""), "content_type": "x"} | _json({"imageData": "===="}), 400,
+     "invalid_base64"),
+    ("invalid_base64", _json({"imageData": "not*base64!"}), 400, "invalid_base64"),
+    ("unsupported_media_type", {"data": "hello", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ("unsupported_image_format: text", _json({"imageData": b64(b"just some text here")}), 415,
+     "unsupported_image_format"),
+    ("unsupported_image_format: SGI", {"data": (BAD / "crash-465703f71a0f0094873a3e0e82c9f798161171b8.sgi").read_bytes(),
+                                       "content_type": "image/sgi"}, 415, "unsupported_image_format"),
+    ("image_too_large: bomb", {"data": (BAD / "decompression_bomb.gif").read_bytes(), "content_type": "image/gif"},
+     413, "image_too_large"),
+    ("corrupt_image: zero width", {"data": (BAD / "zero_width.gif").read_bytes(), "content_type": "image/gif"}, 422,
+     "corrupt_image"),
+    ("corrupt_image: broken png header", {"data": (BAD / "broken.png").read_bytes(),
+                                              "content_type": "image/png"}, 422, "corrupt_image"),
+    ("invalid_parameter: width", _json({"imageData": b64(PNG), "width": 0}), 422, "invalid_parameter"),
+    ("invalid_parameter: fit", _json({"imageData": b64(PNG), "fit": "squash"}), 422, "invalid_parameter"),
+    ("invalid_parameter: unknown", _json({"imageData": b64(PNG), "sharpen": 1}), 422, "invalid_parameter"),
+    ("invalid_parameter: query", {"data": PNG, "content_type": "image/png", "query_string": {"width": "x"}}, 422,
+     "invalid_parameter"),
+    ("invalid_parameter: duplicate variants", _json({"imageData": b64(PNG), "variants": [{"name": "a"}, {"name": "a"}]}),
+     422, "invalid_parameter"),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, status, code", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_error_contract(client, s3, fake_redis, case, kwargs, status, code):
+    r = client.post("/api/v1/resize", **kwargs)
+    assert r.status_code == status, r.get_data(as_text=True)
+    body = r.get_json()
+    assert set(body) == {"success", "error"} and body["success"] is False
+    assert body["error"]["code"] == code and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"].endswith(".") and "Traceback" not in body["error"]["message"]
+    # rejected before anything is stored or enqueued
+    assert Queue("resize", connection=fake_redis).count == 0
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket)
+
+
+def test_payload_too_large_before_reading_the_body(settings, s3, fake_redis):
+    from dataclasses import replace
+
+    from resizer.app import create_app
+
+    app = create_app(replace(settings, max_upload_bytes=2048), redis_client=fake_redis, storage=s3)
+    r = app.test_client().post("/api/v1/resize", data=b"x" * 5000, content_type="image/png")
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == "payload_too_large"
+    assert "2,048 bytes" in r.get_json()["error"]["message"]
+
+
+def test_pixel_limit_from_settings(settings, s3, fake_redis):
+    from dataclasses import replace
+
+    from resizer.app import create_app
+
+    app = create_app(replace(settings, max_input_pixels=1000), redis_client=fake_redis, storage=s3)
+    r = app.test_client().post("/api/v1/resize", data=image_bytes((100, 100), fmt="PNG"), content_type="image/png")
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == "image_too_large"
+
+
+@pytest.mark.parametrize("method, path, status, code", [
+    ("get", "/nowhere", 404, "not_found"),
+    ("delete", "/api/v1/resize", 405, "method_not_allowed"),
+    ("put", "/api/v1/resize/abc", 405, "method_not_allowed"),
+])
+def test_werkzeug_errors_use_the_contract_shape(client, method, path, status, code):
+    r = getattr(client, method)(path)
+    assert r.status_code == status and r.is_json
+    assert r.get_json()["error"]["code"] == code
+
+
+def test_redis_down_is_a_fast_503(settings, s3):
+    import time
+    from dataclasses import replace
+
+    from resizer.app import create_app
+
+    client = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0"), storage=s3).test_client()
+    started = time.monotonic()
+    r = post_json(client, {"imageData": ORIGINAL_PNG_B64})
+    print(f"503 after {time.monotonic() - started:.3f} s")
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "service_unavailable"
+    assert int(r.headers["Retry-After"]) > 0
+    # no original is left behind for a job that was never queued
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.get_json()["checks"]["storage"] == "ok"
+    assert r.get_json()["checks"]["redis"].startswith("unreachable")
+
+
+def test_an_unexpected_bug_is_a_500_without_a_traceback(client, app, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.extensions["resizer"].jobs, "status", boom)
+    r = client.get(f"/api/v1/resize/{uuid.uuid4()}")
+    assert r.status_code == 500 and r.get_json()["error"]["code"] == "internal_error"
+    assert "secret" not in r.get_data(as_text=True)
+
+
+def test_security_headers_and_request_id(client):
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_idempotency_key_replays_the_same_token(client, fake_redis):
+    headers = {"Idempotency-Key": "order-42"}
+    first = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 5}, headers=headers)
+    again = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 5}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["token"] == again.get_json()["token"]
+    assert Queue("resize", connection=fake_redis).count == 1
+    other = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 6}, headers=headers)
+    assert other.status_code == 422 and other.get_json()["error"]["code"] == "idempotency_key_reused"
+    fresh = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 6}, headers={"Idempotency-Key": "order-43"})
+    assert fresh.status_code == 202 and Queue("resize", connection=fake_redis).count == 2

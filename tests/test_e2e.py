@@ -1,0 +1,175 @@
+"""End to end: gunicorn + RQ workers + redis-server + rclone serve s3, over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from urllib.parse import urlparse
+
+import pytest
+from PIL import Image, ImageOps
+
+from resizer.storage import Storage
+from tests.conftest import GOOD, ORIGINAL_PNG_B64, b64, image_bytes
+
+pytestmark = pytest.mark.e2e
+
+
+def open_result(api, body, name=None) -> Image.Image:
+    url = body["variants"][name]["url"] if name else body["resized_image_url"]
+    r = api.download(url)
+    assert r.status_code == 200, r.text
+    return Image.open(io.BytesIO(r.content))
+
+
+# -- the original project's three tests, against the real server ------------------
+def test_original_post_returns_202_and_token(api):
+    r = api.post({"imageData": ORIGINAL_PNG_B64})
+    assert r.status_code == 202
+    body = r.json()
+    assert body["success"] is True
+    assert uuid.UUID(body["token"]).version == 4
+    assert r.headers["Location"] == f"/api/v1/resize/{body['token']}"
+
+
+def test_original_status_right_after_post_is_pending_or_in_progress(api):
+    token = api.post({"imageData": ORIGINAL_PNG_B64}).json()["token"]
+    body = api.status(token).json()
+    # The worker may already have finished this 1x1 image; the original test
+    # accepted only the first two, which is racy on a fast worker.
+    assert body["status"] in ("PENDING", "IN_PROGRESS", "SUCCESS")
+    if body["status"] != "SUCCESS":
+        assert body["resized_image_url"] is None
+
+
+def test_original_status_reaches_success_with_url(api):
+    token = api.post({"imageData": ORIGINAL_PNG_B64}).json()["token"]
+    body = api.wait(token)
+    assert body["status"] == "SUCCESS"
+    image = open_result(api, body)
+    # Exactly what the original API produced: a 100x100 JPEG, stretched.
+    assert image.format == "JPEG" and image.size == (100, 100)
+
+
+def test_pending_is_reported_while_workers_are_busy(api, stack):
+    """Status before a worker takes the job is PENDING with a null URL."""
+    big = image_bytes((3000, 3000), fmt="PNG", color=(10, 20, 30))
+    tokens = [api.submit(big, width=10) for _ in range(6)]
+    states = [api.status(t).json() for t in tokens]
+    assert any(s["status"] in ("PENDING", "IN_PROGRESS") for s in states)
+    for s in states:
+        if s["status"] in ("PENDING", "IN_PROGRESS"):
+            assert s["resized_image_url"] is None and "variants" not in s
+    for t in tokens:
+        assert api.wait(t)["status"] == "SUCCESS"
+
+
+# -- every good corpus file, to every output format ------------------------------
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
+def test_corpus_good_to_every_format(api, path):
+    data = path.read_bytes()
+    formats = ["jpeg", "png", "webp", "avif", "auto"]
+    variants = [{"name": f, "width": 40, "height": 30, "fit": "cover", "format": f} for f in formats]
+    with Image.open(path) as src:
+        src_w, src_h = ImageOps.exif_transpose(src).size
+    token = api.submit(data, variants=variants)
+    body = api.wait(token)
+    assert body["status"] == "SUCCESS", body
+    assert list(body["variants"]) == formats
+    for name, out in body["variants"].items():
+        image = open_result(api, body, name)
+        image.load()
+        expected = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}.get(out["format"], out["format"].upper())
+        assert image.format == expected, (name, image.format)
+        assert (out["width"], out["height"]) == image.size
+        # cover fills the 40x30 box, except where the source is smaller (enlarge is off by default)
+        assert image.size == (min(40, src_w), min(30, src_h)), (name, image.size)
+        assert out["bytes"] == len(api.download(out["url"]).content)
+
+
+@pytest.mark.parametrize("mode", ["json", "data_uri", "multipart", "raw"])
+def test_three_ways_to_upload(api, mode):
+    data = (GOOD[0].parent / "hopper.jpg").read_bytes()
+    if mode == "json":
+        r = api.post({"imageData": b64(data), "width": 32, "format": "png"})
+    elif mode == "data_uri":
+        r = api.post({"imageData": "data:image/jpeg;base64," + b64(data), "width": 32, "format": "png"})
+    elif mode == "multipart":
+        r = api.post(files={"image": ("hopper.jpg", data, "image/jpeg")}, data={"width": "32", "format": "png"})
+    else:
+        r = api.post(data=data, headers={"Content-Type": "image/jpeg"}, params={"width": 32, "format": "png"})
+    assert r.status_code == 202, r.text
+    body = api.wait(r.json()["token"])
+    image = open_result(api, body)
+    assert (image.format, image.size) == ("PNG", (32, 32))
+
+
+def test_multipart_variants_as_json_string(api):
+    data = (GOOD[0].parent / "pil123rgba.png").read_bytes()
+    r = api.post(
+        files={"image": ("a.png", data, "image/png")},
+        data={"variants": '[{"name": "thumb", "width": 20}, {"name": "big", "width": 100, "format": "webp"}]'},
+    )
+    assert r.status_code == 202, r.text
+    body = api.wait(r.json()["token"])
+    assert body["variants"]["thumb"]["width"] == 20
+    assert body["variants"]["big"]["format"] == "webp"
+    assert body["resized_image_url"] == body["variants"]["thumb"]["url"]
+
+
+# -- storage: private bucket, signed URLs --------------------------------------------
+def test_presigned_url_is_signed_for_the_storage_server_and_tampering_is_refused(api):
+    body = api.wait(api.submit(image_bytes()))
+    url = body["resized_image_url"]
+    assert "X-Amz-Signature=" in url and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
+    assert api.download(url).status_code == 200
+    # another object with the same signature
+    tampered = url.replace("/default.jpg", "/other.jpg")
+    assert api.download(tampered).status_code in (400, 403)
+    # a changed signature
+    sig = url.split("X-Amz-Signature=")[1][:64]
+    assert api.download(url.replace(sig, sig[::-1])).status_code in (400, 403)
+    # no signature at all: anonymous access to the bucket is refused
+    p = urlparse(url)
+    assert api.download(f"{p.scheme}://{p.netloc}{p.path}").status_code in (400, 401, 403)
+
+
+def test_expired_presigned_url_is_refused(api, stack_settings):
+    body = api.wait(api.submit(image_bytes()))
+    key = urlparse(body["resized_image_url"]).path.split("/", 2)[2]
+    storage = Storage(stack_settings)
+    short = storage.presigned_url(key, ttl=1)
+    assert api.download(short).status_code == 200
+    time.sleep(2.2)
+    assert api.download(short).status_code in (400, 403)
+
+
+def test_status_gives_expiry_and_timestamps(api, stack_settings):
+    body = api.wait(api.submit(image_bytes()))
+    assert body["expires_at"].endswith("Z")
+    assert body["created_at"] <= body["finished_at"]
+    assert f"X-Amz-Expires={stack_settings.presigned_url_ttl}" in body["resized_image_url"]
+
+
+# -- errors over real HTTP -------------------------------------------------------------
+def test_unknown_token_is_404(api):
+    r = api.status(str(uuid.uuid4()))
+    assert r.status_code == 404
+    assert r.json() == {"success": False, "error": {"code": "not_found", "message": r.json()["error"]["message"]}}
+
+
+def test_missing_image_data_is_400(api):
+    r = api.post({"width": 10})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_image"
+
+
+def test_not_json_is_400(api):
+    r = api.post(data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_health_and_readiness(api):
+    assert api.http.get(f"{api.base}/healthz").json() == {"status": "ok"}
+    r = api.http.get(f"{api.base}/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"redis": "ok", "storage": "ok"}

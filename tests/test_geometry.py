@@ -1,0 +1,87 @@
+"""The fit rules, as examples and as properties over random sizes and options."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resizer.imaging.geometry import plan
+from resizer.options import FITS, GRAVITIES, OutputSpec
+
+MAX = 8192
+
+
+def spec(width=None, height=None, fit="contain", enlarge=False, gravity="center"):
+    return OutputSpec("o", width, height, fit, gravity, enlarge, "jpeg", None, (255, 255, 255))
+
+
+def test_fill_stretches_to_the_exact_box():
+    assert plan((400, 300), spec(100, 100, "fill", True), MAX).canvas == (100, 100)
+
+
+def test_contain_keeps_the_aspect_ratio_inside_the_box():
+    assert plan((400, 300), spec(100, 100, "contain"), MAX).canvas == (100, 75)
+
+
+def test_one_side_given_the_other_follows_the_aspect_ratio():
+    assert plan((400, 300), spec(width=200), MAX).canvas == (200, 150)
+    assert plan((400, 300), spec(height=30), MAX).canvas == (40, 30)
+
+
+def test_no_enlarging_unless_asked():
+    assert plan((40, 30), spec(400, 300), MAX).canvas == (40, 30)
+    assert plan((40, 30), spec(400, 300, enlarge=True), MAX).canvas == (400, 300)
+
+
+def test_cover_crops_by_gravity():
+    p = plan((400, 200), spec(100, 100, "cover"), MAX)
+    assert p.canvas == (100, 100) and p.crop == (100.0, 0.0, 300.0, 200.0)
+    assert plan((400, 200), spec(100, 100, "cover", gravity="west"), MAX).crop[0] == 0
+    assert plan((400, 200), spec(100, 100, "cover", gravity="east"), MAX).crop[2] == 400
+
+
+def test_pad_places_the_content_on_the_exact_box():
+    p = plan((400, 200), spec(100, 100, "pad"), MAX)
+    assert (p.content, p.canvas, p.offset) == ((100, 50), (100, 100), (0, 25))
+    p = plan((400, 200), spec(100, 100, "pad", gravity="south"), MAX)
+    assert p.offset == (0, 50)
+
+
+def test_extreme_aspect_ratios_never_give_a_zero_side():
+    assert plan((1, 10000), spec(width=100, height=100), MAX).canvas == (1, 100)
+    assert plan((10000, 1), spec(width=50, enlarge=True), MAX).canvas == (50, 1)
+    assert plan((1, 10000), spec(width=MAX, enlarge=True), MAX).canvas == (1, MAX)
+
+
+sizes = st.integers(min_value=1, max_value=20000)
+dims = st.one_of(st.none(), st.integers(min_value=1, max_value=MAX))
+
+
+@settings(max_examples=600, deadline=None)
+@given(sizes, sizes, dims, dims, st.sampled_from(FITS), st.booleans(), st.sampled_from(GRAVITIES))
+def test_geometry_properties(src_w, src_h, width, height, fit, enlarge, gravity):
+    if width is None and height is None:
+        width = height = 100
+    p = plan((src_w, src_h), spec(width, height, fit, enlarge, gravity), MAX)
+    cw, ch = p.canvas
+    # never a 0 side, never past the limit
+    assert 1 <= cw <= MAX and 1 <= ch <= MAX
+    assert 1 <= p.content[0] <= cw and 1 <= p.content[1] <= ch
+    # the crop is inside the source
+    x0, y0, x1, y1 = p.crop
+    assert -1e-6 <= x0 < x1 <= src_w + 1e-6 and -1e-6 <= y0 < y1 <= src_h + 1e-6
+    # pad content sits inside the canvas
+    assert 0 <= p.offset[0] <= cw - p.content[0] and 0 <= p.offset[1] <= ch - p.content[1]
+    if width is not None and height is not None:
+        if fit in ("fill", "cover", "pad") and enlarge:
+            assert p.canvas == (width, height)
+        if fit == "pad":
+            assert p.canvas == (width, height)
+        assert cw <= width or fit == "pad" and cw == width
+        assert ch <= height
+        if fit == "contain" or fit == "pad":
+            # aspect kept: one scale factor explains both sides, up to rounding (and the 1-pixel floor)
+            cx, cy = p.content
+            lo_x, hi_x = (0 if cx == 1 else (cx - 0.5) / src_w), (cx + 0.5) / src_w
+            lo_y, hi_y = (0 if cy == 1 else (cy - 0.5) / src_h), (cy + 0.5) / src_h
+            assert max(lo_x, lo_y) <= min(hi_x, hi_y) + 1e-9
+    if not enlarge and fit != "pad":
+        assert cw <= max(src_w, 1) and ch <= max(src_h, 1)

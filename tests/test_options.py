@@ -1,0 +1,84 @@
+import pytest
+
+from resizer.errors import InvalidParameter
+from resizer.options import JobSpec, Limits, parse_options
+
+LIMITS = Limits(max_output_dimension=8192, max_variants=10)
+
+
+def test_no_options_is_the_original_100x100_stretched_jpeg():
+    (out,) = parse_options({}, LIMITS).outputs
+    assert (out.width, out.height, out.fit, out.enlarge, out.format) == (100, 100, "fill", True, "jpeg")
+    assert out.background == (255, 255, 255) and out.gravity == "center"
+
+
+def test_a_size_switches_the_defaults_to_contain_without_enlarging():
+    (out,) = parse_options({"width": 300}, LIMITS).outputs
+    assert (out.width, out.height, out.fit, out.enlarge) == (300, None, "contain", False)
+
+
+def test_strings_from_forms_and_query_strings_are_coerced():
+    (out,) = parse_options({"width": "30", "height": "20", "enlarge": "true", "quality": "70"}, LIMITS).outputs
+    assert (out.width, out.height, out.enlarge, out.quality) == (30, 20, True, 70)
+
+
+def test_variants_inherit_top_level_options():
+    spec = parse_options(
+        {"format": "webp", "background": "#102030", "fit": "cover",
+         "variants": [{"name": "a", "width": 10}, {"name": "b", "width": 20, "format": "png", "fit": "pad"}]},
+        LIMITS,
+    )
+    a, b = spec.outputs
+    assert (a.name, a.format, a.fit, a.background) == ("a", "webp", "cover", (16, 32, 48))
+    assert (b.name, b.format, b.fit) == ("b", "png", "pad")
+
+
+def test_variants_may_come_as_a_json_string():
+    spec = parse_options({"variants": '[{"name": "x", "height": 5}]'}, LIMITS)
+    assert spec.outputs[0].height == 5
+
+
+def test_job_spec_round_trips_through_a_dict():
+    spec = parse_options({"variants": [{"name": "x", "width": 5}, {"name": "y"}], "background": "#ff0000"}, LIMITS)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"width": 0}, "width"),
+        ({"width": 8193}, "width"),
+        ({"height": -5}, "height"),
+        ({"width": 1.5}, "width"),
+        ({"width": "wide"}, "width"),
+        ({"fit": "stretch"}, "fit"),
+        ({"format": "bmp"}, "format"),
+        ({"gravity": "up"}, "gravity"),
+        ({"quality": 0}, "quality"),
+        ({"quality": 101}, "quality"),
+        ({"background": "red"}, "background"),
+        ({"background": "#12345"}, "background"),
+        ({"enlarge": "maybe"}, "enlarge"),
+        ({"colour": "#ffffff"}, "colour"),
+        ({"variants": []}, "variants"),
+        ({"variants": "not json"}, "variants"),
+        ({"variants": [{"name": "Bad Name"}]}, "variants.0.name"),
+        ({"variants": [{"width": 10}]}, "variants.0.name"),
+        ({"variants": [{"name": "a", "fit": "x"}]}, "variants.0.fit"),
+        ({"variants": [{"name": "a", "background": "#000000"}]}, "variants.0.background"),
+        ({"variants": [{"name": "a"}, {"name": "a"}]}, "repeated: a"),
+        ({"variants": [{"name": f"v{i}"} for i in range(11)]}, "variants"),
+    ],
+)
+def test_invalid_options_name_the_field(raw, field):
+    with pytest.raises(InvalidParameter) as err:
+        parse_options(raw, LIMITS)
+    assert field in err.value.message
+    assert err.value.status == 422 and err.value.code == "invalid_parameter"
+
+
+def test_limits_are_configurable():
+    with pytest.raises(InvalidParameter, match="width"):
+        parse_options({"width": 101}, Limits(max_output_dimension=100, max_variants=2))
+    with pytest.raises(InvalidParameter, match="variants"):
+        parse_options({"variants": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, Limits(100, 2))
