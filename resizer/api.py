@@ -9,11 +9,15 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from .errors import ResizerError, ServiceUnavailable
 from .intake import inspect, read_upload
+from .openapi import build as build_openapi
 from .options import Limits, parse_options
 
 log = logging.getLogger("resizer.api")
 
 bp = Blueprint("api", __name__)
+
+# Pages load their own script and style only; nothing from other origins.
+PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data: blob:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
 def _service():
@@ -54,6 +58,19 @@ def status(token: str) -> Response:
         response.headers["Retry-After"] = "1"
     else:
         response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    settings = _service().settings
+    return jsonify(build_openapi(Limits(settings.max_output_dimension, settings.max_variants)))
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    response = current_app.send_static_file("docs.html")
+    response.headers["Content-Security-Policy"] = PAGE_CSP
     return response
 
 

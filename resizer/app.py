@@ -35,7 +35,7 @@ class Service:
 def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | None = None,
                storage: Storage | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
     register_service(app, settings, redis_client, storage)

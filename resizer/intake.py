@@ -33,20 +33,23 @@ class Upload:
 
 
 def read_upload(request: Request) -> Upload:
+    """Options may come in the query string with any upload mode; ones in the body win."""
     mimetype = request.mimetype or ""
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        return _from_json(request)
-    if mimetype == "multipart/form-data":
-        return _from_form(request)
-    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        upload = _from_json(request)
+    elif mimetype == "multipart/form-data":
+        upload = _from_form(request)
+    elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
         data = request.get_data(cache=False)
         if not data:
             raise MissingImage("The request body is empty; send the image bytes as the body.")
-        return Upload(data, request.args.to_dict())
-    raise UnsupportedMediaType(
-        f"Content-Type {mimetype or '(none)'} is not accepted; send application/json, "
-        "multipart/form-data or an image/* body."
-    )
+        upload = Upload(data, {})
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype or '(none)'} is not accepted; send application/json, "
+            "multipart/form-data or an image/* body."
+        )
+    return Upload(upload.data, {**request.args.to_dict(), **upload.options})
 
 
 def inspect(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:

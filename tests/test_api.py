@@ -207,3 +207,37 @@ def test_idempotency_key_replays_the_same_token(client, fake_redis):
     assert other.status_code == 422 and other.get_json()["error"]["code"] == "idempotency_key_reused"
     fresh = post_json(client, {"imageData": ORIGINAL_PNG_B64, "width": 6}, headers={"Idempotency-Key": "order-43"})
     assert fresh.status_code == 202 and Queue("resize", connection=fake_redis).count == 2
+
+
+# -- OpenAPI and docs ------------------------------------------------------------------
+def test_openapi_document_describes_the_contract(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    post = doc["paths"]["/api/v1/resize"]["post"]
+    assert set(post["requestBody"]["content"]) == {"application/json", "multipart/form-data", "image/*"}
+    schemas = doc["components"]["schemas"]
+    props = schemas["ResizeRequest"]["properties"]
+    assert {"imageData", "width", "height", "fit", "gravity", "enlarge", "format", "quality", "background",
+            "variants"} <= set(props)
+    fit = next(a for a in props["fit"]["anyOf"] if "enum" in a)
+    assert fit["enum"] == ["fill", "contain", "cover", "pad"]
+    width = next(a for a in props["width"]["anyOf"] if a.get("type") == "integer")
+    assert (width["minimum"], width["maximum"]) == (1, 8192)  # from the settings, not a copy
+    described = " ".join(r["description"] for r in post["responses"].values())
+    for code in ("invalid_json", "missing_image", "invalid_base64", "payload_too_large", "image_too_large",
+                 "unsupported_media_type", "unsupported_image_format", "invalid_parameter", "corrupt_image",
+                 "service_unavailable"):
+        assert code in described
+    assert set(doc["paths"]["/api/v1/resize/{token}"]["get"]["responses"]) >= {"200", "404"}
+
+
+def test_docs_page_loads_nothing_from_other_origins(client):
+    with client.get("/docs") as page:
+        html = page.get_data()
+        assert page.status_code == 200 and b"/static/docs.js" in html
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert b"https://" not in html and b"http://" not in html
+    for asset in ("/static/docs.js", "/static/style.css"):
+        with client.get(asset) as r:
+            body = r.get_data(as_text=True)
+        assert "http://" not in body and "https://" not in body and "//cdn" not in body
