@@ -95,6 +95,10 @@ _HTTP_ERRORS = {
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(errors.ResizerError)
     def _resizer_error(exc: errors.ResizerError):
+        if isinstance(exc, errors.StorageUnavailable):
+            # The worker's retryable code; clients get the contract's one 503 code.
+            log.warning("storage unavailable: %s", exc.message)
+            return error_response(errors.ServiceUnavailable("Object storage is unreachable; retry shortly."))
         if exc.status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
         return error_response(exc)

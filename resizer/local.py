@@ -200,6 +200,8 @@ class Stack:
     # -- process management ---------------------------------------------------
     def spawn(self, proc: Proc) -> Proc:
         proc._colour = _COLOURS[len(self.procs) % len(_COLOURS)]
+        if proc.log is not None:
+            proc.log.close()
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             proc.log = open(self.log_dir / f"{proc.name}.log", "a", buffering=1)

@@ -1,0 +1,203 @@
+"""Nothing lost: killed workers, storage and Redis outages, expired queue records, retries, idempotency.
+
+Each test starts its own stack (private redis-server, rclone, workers, gunicorn)
+because it breaks parts of it on purpose.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import time
+
+import pytest
+from PIL import Image
+from rq.job import Job
+
+from bench.images import photo
+from resizer.jobs import make_redis
+from resizer.storage import Storage, original_key, output_prefix
+from settings import Settings
+from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def slow_png() -> bytes:
+    """A 12 MP noisy PNG: re-encoding it at full size as PNG takes a few seconds of CPU."""
+    buf = io.BytesIO()
+    photo(4000, 3000).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+SLOW = {"width": 4000, "format": "png"}
+TRUNCATED = (CORPUS / "bad" / "truncated_jpeg.jpg").read_bytes()  # passes the header check, fails to decode
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    stacks = []
+
+    def make(workers: int = 2, supervise: bool = True, **env):
+        stack = start_stack(tmp_path / f"s{len(stacks)}", workers=workers, **env)
+        stacks.append(stack)
+        if supervise:
+            stack.run_supervisor(interval=0.2)
+        return stack, Api(f"http://127.0.0.1:{stack.port}", stack)
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def clients(stack):
+    settings = Settings.from_env(stack.env)
+    return settings, make_redis(settings), Storage(settings)
+
+
+def wait_status(api: Api, token: str, wanted: str, deadline: float = 30) -> dict:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        body = api.status(token).json()
+        if body["status"] == wanted:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {token} never reached {wanted}")
+
+
+def objects(storage: Storage, prefix: str) -> list[str]:
+    listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, slow_png):
+    stack, api = make_stack(workers=2)
+    settings, redis, storage = clients(stack)
+    token = api.submit(slow_png, **SLOW)
+    wait_status(api, token, "IN_PROGRESS")
+    worker_name = Job.fetch(token, connection=redis).worker_name
+    proc = worker_name.split(".")[0]
+    killed_at = time.monotonic()
+    stack.kill(proc, signal.SIGKILL)
+    body = api.wait(token, deadline=150)
+    recovery = time.monotonic() - killed_at
+    print(f"\nrecovered a SIGKILLed worker's job in {recovery:.1f} s "
+          f"(WORKER_DEAD_AFTER={settings.worker_dead_after}, MAINTENANCE_INTERVAL={settings.maintenance_interval})")
+    assert body["status"] == "SUCCESS", (body, dump_logs(stack))
+    assert recovery < 120
+    keys = objects(storage, output_prefix("public", token))
+    assert keys == [f"outputs/public/{token}/default.png", f"outputs/public/{token}/manifest.json"]
+    assert storage.get(original_key(token)) is None
+    # the supervisor replaced the dead worker
+    assert stack.procs[proc].alive() and stack.procs[proc].restarts >= 1
+    assert Image.open(io.BytesIO(api.download(body["resized_image_url"]).content)).size == (4000, 3000)
+
+
+def test_jobs_survive_a_storage_outage(make_stack):
+    stack, api = make_stack(workers=1)
+    tokens = [api.submit(image_bytes((300, 200)), width=50) for _ in range(5)]
+    stack.stop_proc("s3")
+    time.sleep(1.5)  # jobs fail against the dead storage and are scheduled for retry
+    stack.spawn(stack.procs["s3"])
+    for token in tokens:
+        body = api.wait(token, deadline=90)
+        assert body["status"] == "SUCCESS", (body, dump_logs(stack))
+
+
+def test_api_answers_503_fast_while_storage_is_down_and_recovers(make_stack):
+    stack, api = make_stack(workers=1)
+    stack.stop_proc("s3")
+    started = time.monotonic()
+    r = api.post({"imageData": __import__("base64").b64encode(image_bytes()).decode()})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
+    assert r.headers["Retry-After"] and time.monotonic() - started < 5
+    ready = api.http.get(f"{api.base}/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "ok"
+    assert ready.json()["checks"]["storage"].startswith("unreachable")
+    stack.spawn(stack.procs["s3"])
+    time.sleep(0.5)
+    assert api.wait(api.submit(image_bytes()))["status"] == "SUCCESS"
+
+
+def test_redis_outage_gives_fast_503s_and_everything_recovers_without_restarts(make_stack):
+    stack, api = make_stack(workers=1)
+    token = api.submit(image_bytes())
+    assert api.wait(token)["status"] == "SUCCESS"
+    api_pid, worker_pid = stack.procs["api"].pid, stack.procs["worker-1"].pid
+    stack.stop_proc("redis")
+    for request in (lambda: api.post({"imageData": __import__("base64").b64encode(image_bytes()).decode()}),
+                    lambda: api.status(token)):
+        started = time.monotonic()
+        r = request()
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "service_unavailable" and r.headers["Retry-After"]
+        assert elapsed < 3, f"a request hung for {elapsed:.1f} s while Redis was down"
+    ready = api.http.get(f"{api.base}/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unreachable")
+    stack.spawn(stack.procs["redis"])
+    time.sleep(0.5)
+    # same API and worker processes, working again
+    assert api.wait(api.submit(image_bytes()), deadline=60)["status"] == "SUCCESS"
+    assert api.status(token).json()["status"] == "SUCCESS"
+    assert (stack.procs["api"].pid, stack.procs["worker-1"].pid) == (api_pid, worker_pid)
+
+
+def test_status_outlives_the_queue_record(make_stack):
+    stack, api = make_stack(workers=1)
+    _, redis, _ = clients(stack)
+    token = api.submit(image_bytes((80, 60)), width=40)
+    assert api.wait(token)["status"] == "SUCCESS"
+    redis.flushdb()  # as if the RQ result expired, or Redis lost its data
+    body = api.status(token).json()
+    assert body["status"] == "SUCCESS"
+    image = Image.open(io.BytesIO(api.download(body["resized_image_url"]).content))
+    assert image.size == (40, 30)
+    # a failed job's reason survives too
+    bad = api.submit(TRUNCATED)
+    assert api.wait(bad)["status"] == "FAILURE"
+    redis.flushdb()
+    body = api.status(bad).json()
+    assert body["status"] == "FAILURE" and body["error"]["code"] == "corrupt_image"
+
+
+def test_idempotency_key_over_http(make_stack):
+    stack, api = make_stack(workers=1)
+    _, redis, _ = clients(stack)
+    payload = {"imageData": __import__("base64").b64encode(image_bytes()).decode(), "width": 20}
+    first = api.post(payload, headers={"Idempotency-Key": "abc"})
+    second = api.post(payload, headers={"Idempotency-Key": "abc"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["token"] == second.json()["token"]
+    assert len(redis.keys("rq:job:*")) == 1
+    conflict = api.post({**payload, "width": 21}, headers={"Idempotency-Key": "abc"})
+    assert conflict.status_code == 422 and conflict.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_job_time_limit_fails_the_job_and_the_worker_keeps_serving(make_stack, slow_png):
+    stack, api = make_stack(workers=1, JOB_TIMEOUT=1)
+    token = api.submit(slow_png, **SLOW)
+    body = api.wait(token, deadline=60)
+    assert body["status"] == "FAILURE" and body["error"]["code"] == "processing_timeout", body
+    assert stack.procs["worker-1"].restarts == 0 and stack.procs["worker-1"].alive()
+    assert api.wait(api.submit(image_bytes()))["status"] == "SUCCESS"
+
+
+def test_sigterm_is_a_warm_shutdown(make_stack, slow_png):
+    stack, api = make_stack(workers=1, supervise=False)
+    token = api.submit(slow_png, **SLOW)
+    wait_status(api, token, "IN_PROGRESS")
+    stack.procs["worker-1"].popen.send_signal(signal.SIGTERM)
+    code = stack.procs["worker-1"].popen.wait(timeout=60)
+    assert code == 0
+    assert api.status(token).json()["status"] == "SUCCESS"  # finished before the worker exited
+
+
+def test_originals_are_removed_when_jobs_end(make_stack):
+    stack, api = make_stack(workers=1)
+    _, _, storage = clients(stack)
+    good = api.submit(image_bytes())
+    bad = api.submit(TRUNCATED)
+    assert api.wait(good)["status"] == "SUCCESS" and api.wait(bad)["status"] == "FAILURE"
+    assert objects(storage, "originals/") == []
