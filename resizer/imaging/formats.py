@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ _MAGIC = {
     "BMP": lambda b: b[:2] == b"BM",
 }
 INPUT_FORMATS = tuple(_MAGIC)
+
+# What Pillow's decoders raise on garbage (found by fuzzing: the AVIF plugin
+# raises RuntimeError, the GIF reader IndexError, others struct.error...).
+# Only ever caught around calls into Pillow, so our own bugs are not hidden.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, RuntimeError,
+                 ArithmeticError, struct.error, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,12 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
     kind = sniff(data[:16])
     if kind is None:
         raise UnsupportedImageFormat()
-    # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; with the
-    # warning made an error, anything over our limit is refused here.
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Our limit is checked below, from the header, with a message that gives
+    # the size.  Pillow's own bomb check (warning above MAX_IMAGE_PIXELS, error
+    # above twice that, also applied to GIF frames) stays as a backstop; it is
+    # only ever raised to our limit, never lowered, as it is process-wide.
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with quiet_pillow():
             image = Image.open(io.BytesIO(data), formats=[kind])
@@ -109,10 +119,10 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
                 animated=bool(getattr(image, "is_animated", False)),
             )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"The image has more than the limit of {max_pixels:,} pixels.") from None
+        raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels:,}.") from None
     except UnidentifiedImageError:
         raise CorruptImage(f"The data starts like a {kind} file but is not a valid one.") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptImage(f"The {kind} data is corrupt or truncated ({_short(exc)}).") from None
     return image, info
 

@@ -21,7 +21,7 @@ from ..errors import CorruptImage, ImageTooLarge
 from ..options import JobSpec, OutputSpec
 from . import steps
 from .encode import encode, encode_animation
-from .formats import ImageInfo, OutputFormat, choose_format, open_image, quiet_pillow
+from .formats import DECODE_ERRORS, ImageInfo, OutputFormat, choose_format, open_image, quiet_pillow
 from .geometry import Plan, plan
 
 
@@ -111,7 +111,7 @@ def _frames(image: Image.Image, n_frames: int) -> Iterator[Image.Image]:
                 frame = image.convert("RGBA")
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+        except DECODE_ERRORS as exc:
             raise CorruptImage(f"Frame {index + 1} of the animation cannot be decoded ({exc}).") from None
         frame.info = {"duration": image.info.get("duration")}
         yield frame
@@ -119,8 +119,9 @@ def _frames(image: Image.Image, n_frames: int) -> Iterator[Image.Image]:
 
 def _frame_count(image: Image.Image, limit: int) -> int:
     try:
-        count = int(getattr(image, "n_frames", 1))
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        with quiet_pillow():
+            count = int(getattr(image, "n_frames", 1))
+    except DECODE_ERRORS as exc:
         raise CorruptImage(f"The animation cannot be read ({exc}).") from None
     if count > limit:
         raise ImageTooLarge(f"The animation has {count} frames; the limit is {limit}.")
@@ -133,6 +134,6 @@ def _decode(image: Image.Image) -> Image.Image:
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(str(exc)) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError) as exc:
+    except DECODE_ERRORS as exc:
         raise CorruptImage(f"The {image.format} data is corrupt or truncated ({str(exc)[:120]}).") from None
     return image
