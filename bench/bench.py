@@ -157,10 +157,11 @@ class Client:
             raise RuntimeError(f"POST answered {r.status_code}: {r.text[:200]}")
         return r.json()["token"], elapsed
 
-    def wait(self, token: str, poll: float = 0.02, deadline: float = 120) -> dict:
+    def wait(self, token: str, poll: float = 0.0, deadline: float = 120) -> dict:
+        """Poll the status; each poll is a long poll (?wait=) that returns as soon as the job ends."""
         end = time.perf_counter() + deadline
         while time.perf_counter() < end:
-            body = self.http.get(f"{self.base}/api/v1/resize/{token}", timeout=60).json()
+            body = self.http.get(f"{self.base}/api/v1/resize/{token}", params={"wait": 10}, timeout=60).json()
             if body["status"] in ("SUCCESS", "FAILURE"):
                 return body
             time.sleep(poll)

@@ -7,8 +7,9 @@ import logging
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
-from .errors import ResizerError, ServiceUnavailable
+from .errors import InvalidParameter, ResizerError, ServiceUnavailable
 from .intake import inspect, read_upload
+from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
 
@@ -51,7 +52,14 @@ def submit() -> tuple[Response, int]:
 
 @bp.get("/api/v1/resize/<token>")
 def status(token: str) -> Response:
-    body = _service().jobs.status(token, g.get("tenant", "public"))
+    jobs = _service().jobs
+    tenant = g.get("tenant", "public")
+    wait = _wait_seconds(request.args.get("wait"))
+    body = jobs.status(token, tenant)
+    if wait and body["status"] in ("PENDING", "IN_PROGRESS"):
+        # Long poll: one request instead of many while the job runs.
+        jobs.wait(token, wait)
+        body = jobs.status(token, tenant)
     response = jsonify(body)
     if body["status"] in ("PENDING", "IN_PROGRESS"):
         response.headers["Cache-Control"] = "no-store"
@@ -59,6 +67,18 @@ def status(token: str) -> Response:
     else:
         response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT:
+        raise InvalidParameter(f"Invalid parameter 'wait': it must be a number of seconds from 0 to {MAX_WAIT}.")
+    return value
 
 
 @bp.get("/api/v1/openapi.json")

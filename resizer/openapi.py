@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from . import __version__, errors
+from .jobs import MAX_WAIT
 from .options import Limits, models
 
 REF = "#/components/schemas/{model}"
@@ -154,12 +155,18 @@ def build(limits: Limits) -> dict[str, Any]:
                 "get": {
                     "operationId": "getResizeStatus",
                     "summary": "Job status and, when done, presigned URLs",
-                    "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [
+                        {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "wait", "in": "query", "required": False,
+                         "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+                         "description": "Long poll: wait up to this many seconds for the job to end before answering."},
+                    ],
                     "responses": {
                         "200": {"description": "The job's status.",
                                 "content": {"application/json": {"schema": {"$ref": REF.format(model="JobStatus")}}}},
                         "401": error(_codes(errors.Unauthorized)),
                         "404": error(_codes(errors.NotFound)),
+                        "422": error(_codes(errors.InvalidParameter)),
                         "429": error(_codes(errors.RateLimited)),
                         "503": error(_codes(errors.ServiceUnavailable)),
                     },

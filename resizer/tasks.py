@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from settings import Settings
 
 from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError
 from .imaging import ImageLimits, process
-from .jobs import isoformat, utcnow
+from .jobs import isoformat, publish_result, utcnow
 from .options import JobSpec
 from .storage import Storage, manifest_key, original_key, output_key
 
@@ -39,6 +40,7 @@ class WorkerContext:
     settings: Settings
     storage: Storage
     limits: ImageLimits
+    pool: ThreadPoolExecutor  # for concurrent storage calls within a job
 
 
 _context: WorkerContext | None = None
@@ -53,6 +55,7 @@ def context() -> WorkerContext:
             settings=settings,
             storage=Storage(settings),
             limits=ImageLimits(settings.max_input_pixels, settings.max_output_dimension, settings.max_frames),
+            pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="storage"),
         )
     return _context
 
@@ -62,7 +65,7 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
     job = get_current_job()
     created_at = isoformat(job.created_at) if job is not None else None
     try:
-        return _run(ctx, token, tenant, JobSpec.from_dict(spec), created_at, request_id)
+        return _run(ctx, job, token, tenant, JobSpec.from_dict(spec), created_at, request_id)
     except JobTimeoutException:
         error: ResizerError = ProcessingTimeout(
             f"Processing took longer than the {ctx.settings.job_timeout} s limit."
@@ -87,7 +90,7 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
 
 
 def _run(
-    ctx: WorkerContext, token: str, tenant: str, spec: JobSpec, created_at: str | None, request_id: str | None
+    ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, created_at: str | None, request_id: str | None
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = ctx.storage.get(original_key(token))
@@ -100,31 +103,41 @@ def _run(
     t1 = time.perf_counter()
     outputs = process(data, spec, ctx.limits)
     t2 = time.perf_counter()
-    variants = {}
-    for out in outputs:
-        key = output_key(tenant, token, out.name, out.format.ext)
-        ctx.storage.put(key, out.data, out.format.mime)
-        variants[out.name] = {
-            "key": key,
-            "width": out.width,
-            "height": out.height,
-            "format": out.format.name,
-            "bytes": len(out.data),
-        }
-    manifest = {
-        "status": "SUCCESS",
-        "created_at": created_at,
-        "finished_at": isoformat(utcnow()),
-        "variants": variants,
+    keys = [output_key(tenant, token, out.name, out.format.ext) for out in outputs]
+    # Storage round trips are most of a small job's time: outputs go up in
+    # parallel, then the manifest, the original's removal and the Redis result
+    # together (the manifest only once every output it names exists).
+    _all(ctx, [(ctx.storage.put, key, out.data, out.format.mime) for key, out in zip(keys, outputs)])
+    variants = {
+        out.name: {"key": key, "width": out.width, "height": out.height, "format": out.format.name,
+                   "bytes": len(out.data)}
+        for key, out in zip(keys, outputs)
     }
-    _write_manifest(ctx, tenant, token, manifest)
-    _forget_original(ctx, token)
+    manifest = {"status": "SUCCESS", "created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants}
+    _all(ctx, [(_write_manifest, ctx, tenant, token, manifest), (_forget_original, ctx, token),
+               (_publish, job, tenant, token, manifest, ctx.settings.result_ttl)])
     t3 = time.perf_counter()
     log.info(
         "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
         token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, request_id or "-",
     )
     return manifest
+
+
+def _all(ctx: WorkerContext, calls: list[tuple]) -> None:
+    """Run the calls concurrently; re-raise the first error (after all have ended)."""
+    if len(calls) == 1:
+        fn, *args = calls[0]
+        fn(*args)
+        return
+    futures = [ctx.pool.submit(fn, *args) for fn, *args in calls]
+    for future in futures:
+        future.result()
+
+
+def _publish(job, tenant: str, token: str, record: dict[str, Any], ttl: int) -> None:
+    if job is not None:
+        publish_result(job.connection, token, tenant, record, ttl)
 
 
 def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError, created_at: str | None) -> None:
@@ -135,10 +148,10 @@ def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError,
     _note(job, error)
     manifest = {"status": "FAILURE", "created_at": created_at, "finished_at": isoformat(utcnow()), "error": error.to_dict()}
     try:
-        _write_manifest(ctx, tenant, token, manifest)
-        _forget_original(ctx, token)
-    except ResizerError as exc:
-        log.warning("job %s: could not record the failure in storage: %s", token, exc.message)
+        _all(ctx, [(_write_manifest, ctx, tenant, token, manifest), (_forget_original, ctx, token)])
+        _publish(job, tenant, token, manifest, ctx.settings.result_ttl)
+    except (ResizerError, redis.exceptions.RedisError) as exc:
+        log.warning("job %s: could not record the failure: %s", token, exc)
 
 
 def _note(job, error: ResizerError) -> None:
