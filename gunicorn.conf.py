@@ -31,11 +31,12 @@ accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)sB %(M)sms id=%({x-request-id}o)s'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-# No version banner in the Server header.
 proc_name = "resizer-api"
 
 
 def on_starting(server):
-    import gunicorn
+    # Say nothing about the server software in the Server header (workers fork
+    # from this process, so they inherit the change).
+    import gunicorn.http.wsgi
 
-    gunicorn.SERVER = "resizer"
+    gunicorn.http.wsgi.SERVER = "resizer"

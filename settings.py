@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 PROFILES = ("development", "testing", "production")
@@ -62,6 +63,14 @@ class Settings:
     # Logging
     log_level: str = "INFO"
     log_format: str = "text"
+    # Security: API keys as "tenant:sha256hex" pairs (or a file of them),
+    # rate limits in the "N/second;M/minute" notation, CORS origins.
+    api_keys: str = field(default="", repr=False)
+    api_keys_file: str = ""
+    rate_limit_per_key: str = ""
+    rate_limit_per_ip: str = ""
+    cors_origins: str = ""
+    trusted_proxies: int = 0
 
     @property
     def presign_endpoint_url(self) -> str | None:
@@ -85,6 +94,10 @@ class Settings:
                     raise SettingsError(f"{f.name.upper()} must be set when APP_ENV=production")
                 continue
             values[f.name] = _parse(f, raw)
+        if profile == "production":
+            # Safe to expose by default: every key and every address is limited.
+            values.setdefault("rate_limit_per_key", "20/second;600/minute")
+            values.setdefault("rate_limit_per_ip", "50/second;1200/minute")
         values.update(overrides)
         settings = cls(**values)
         settings.validate()
@@ -112,6 +125,13 @@ class Settings:
             raise SettingsError(f"LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.worker_dead_after <= 2 * self.worker_heartbeat_interval:
             raise SettingsError("WORKER_DEAD_AFTER must be more than twice WORKER_HEARTBEAT_INTERVAL")
+        for name in ("rate_limit_per_key", "rate_limit_per_ip"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*(;\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*)*", value):
+                raise SettingsError(f"{name.upper()} must look like '20/second;600/minute', not {value!r}")
+        keys = self.api_key_hashes()
+        if self.app_env == "production" and not keys:
+            raise SettingsError("API_KEYS or API_KEYS_FILE must configure at least one API key when APP_ENV=production")
         if self.app_env == "production":
             if (self.s3_access_key_id, self.s3_secret_access_key) == (DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY) or (
                 self.s3_access_key_id in ("minioadmin",) or self.s3_secret_access_key in ("minioadmin",)
@@ -120,6 +140,30 @@ class Settings:
                     "S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY are the well-known default credentials; "
                     "production needs a real storage user"
                 )
+
+
+    def api_key_hashes(self) -> dict[str, str]:
+        """{sha256 hex of a key: tenant} from API_KEYS and API_KEYS_FILE; a malformed entry is an error."""
+        entries: list[tuple[str, str, str]] = []
+        for item in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            tenant, _, digest = item.partition(":")
+            entries.append((tenant.strip(), digest.strip().lower(), "API_KEYS"))
+        if self.api_keys_file:
+            path = Path(self.api_keys_file)
+            if not path.is_file():
+                raise SettingsError(f"API_KEYS_FILE {path} does not exist")
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    tenant, _, digest = line.replace(":", " ").partition(" ")
+                    entries.append((tenant.strip(), digest.strip().lower(), f"API_KEYS_FILE line {number}"))
+        keys: dict[str, str] = {}
+        for tenant, digest, where in entries:
+            if not re.fullmatch(r"[a-z0-9_-]{1,32}", tenant) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise SettingsError(f"{where}: entries must be '<tenant>:<sha256 hex of the key>' "
+                                    f"(tenant of a-z 0-9 _ -), got {tenant!r}")
+            keys[digest] = tenant
+        return keys
 
 
 _REQUIRED_IN_PRODUCTION = {"redis_url", "s3_endpoint_url", "s3_bucket", "s3_access_key_id", "s3_secret_access_key"}
@@ -139,6 +183,7 @@ _INT_RANGES = {
     "worker_heartbeat_interval": (1, 300),
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),
+    "trusted_proxies": (0, 5),
 }
 
 

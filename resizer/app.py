@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import redis
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from settings import Settings
 
 from . import errors
 from .jobs import Jobs, make_redis
+from .security import register_security
 from .storage import Storage
 
 log = logging.getLogger("resizer.api")
@@ -38,8 +40,11 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     register_service(app, settings, redis_client, storage)
     register_request_hooks(app)
+    register_security(app, settings)
     register_blueprints(app)
     register_error_handlers(app)
     return app

@@ -48,6 +48,7 @@ PROD = {
     "S3_BUCKET": "resizer",
     "S3_ACCESS_KEY_ID": "svc-user",
     "S3_SECRET_ACCESS_KEY": "a-long-random-secret",
+    "API_KEYS": "acme:" + "ab" * 32,
 }
 
 
@@ -55,7 +56,8 @@ def test_production_profile_accepts_a_complete_configuration():
     assert Settings.from_env(PROD).app_env == "production"
 
 
-@pytest.mark.parametrize("missing", ["REDIS_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"])
+@pytest.mark.parametrize("missing", ["REDIS_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY",
+                                     "API_KEYS"])
 def test_production_requires_explicit_values(missing):
     env = {k: v for k, v in PROD.items() if k != missing}
     with pytest.raises(SettingsError, match=missing):
