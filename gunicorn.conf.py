@@ -5,7 +5,9 @@ at start with a message naming it instead of crash-looping every worker.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 from settings import Settings, SettingsError
 
@@ -32,6 +34,24 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)sB %(M)sms id=%({x-request-id}o)s'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "resizer-api"
+
+# prometheus-client's multiprocess mode: every worker writes its metrics here,
+# /metrics on any worker reports them all.  Set before any worker imports it.
+_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="resizer-metrics-"))
+shutil.rmtree(_metrics_dir, ignore_errors=True)
+os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def post_worker_init(worker):
+    from resizer.logs import configure_logging
+
+    configure_logging(_settings, "api")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_starting(server):

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid)")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    parser.add_argument("--queue", choices=["resize", "webhooks"], default="resize",
+                        help="resize jobs (default) or completion-webhook deliveries")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rq_worker: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    from resizer import tasks
+    from resizer import tasks, webhooks
     from resizer.jobs import make_redis
     from resizer.logs import configure_logging
     from resizer.worker import ResizeWorker
@@ -38,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     connection = make_redis(settings, socket_timeout=None)
     ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval
     ResizeWorker.dead_after = settings.worker_dead_after
+    queue = settings.queue_name if args.queue == "resize" else webhooks.queue_name(settings)
     worker = ResizeWorker(
-        [settings.queue_name],
+        [queue],
         connection=connection,
         name=args.name or f"{socket.gethostname()}.{os.getpid()}",
         worker_ttl=settings.maintenance_interval + 15,  # bounds the idle wait, so maintenance runs on time
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         job_monitoring_interval=settings.worker_heartbeat_interval,
     )
     logging.getLogger("resizer.worker").info(
-        "worker %s listening on queue %r (redis %s)", worker.name, settings.queue_name, settings.redis_url.split("@")[-1]
+        "worker %s listening on queue %r (redis %s)", worker.name, queue, settings.redis_url.split("@")[-1]
     )
     worker.work(burst=args.burst, with_scheduler=True, max_jobs=args.max_jobs, logging_level=settings.log_level.upper())
     return 0

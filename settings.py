@@ -71,6 +71,13 @@ class Settings:
     rate_limit_per_ip: str = ""
     cors_origins: str = ""
     trusted_proxies: int = 0
+    # Completion webhooks: HMAC secret (no secret: callback_url is refused),
+    # hosts/networks allowed despite being private, timeout per attempt.
+    webhook_secret: str = field(default="", repr=False)
+    webhook_allowlist: str = ""
+    webhook_timeout: int = 5
+    # Bearer token that /metrics requires (in production /metrics is off without one)
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def presign_endpoint_url(self) -> str | None:
@@ -184,6 +191,7 @@ _INT_RANGES = {
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),
     "trusted_proxies": (0, 5),
+    "webhook_timeout": (1, 30),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlparse
 
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
@@ -11,6 +12,7 @@ from .errors import InvalidParameter, ResizerError, ServiceUnavailable
 from .intake import inspect, read_upload
 from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
+from .webhooks import check_destination
 from .options import Limits, parse_options
 
 log = logging.getLogger("resizer.api")
@@ -31,6 +33,8 @@ def submit() -> tuple[Response, int]:
     settings = svc.settings
     upload = read_upload(request)
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
+    if spec.callback_url:
+        check_destination(spec.callback_url, settings)
     _, content_type = inspect(upload.data, settings.max_input_pixels)
     submission = svc.jobs.submit(
         upload.data,
@@ -91,6 +95,17 @@ def openapi() -> Response:
 def docs() -> Response:
     response = current_app.send_static_file("docs.html")
     response.headers["Content-Security-Policy"] = PAGE_CSP
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    """The upload page; results are shown straight from storage, so its origin may serve images."""
+    storage = _service().settings.presign_endpoint_url or ""
+    origin = "{0.scheme}://{0.netloc}".format(urlparse(storage)) if storage else ""
+    response = current_app.send_static_file("index.html")
+    response.headers["Content-Security-Policy"] = PAGE_CSP.replace("img-src 'self' data: blob:",
+                                                                   f"img-src 'self' data: blob: {origin}".rstrip())
     return response
 
 

@@ -16,6 +16,8 @@ from settings import Settings
 
 from . import errors
 from .jobs import Jobs, make_redis
+from .logs import request_id
+from .metrics import register_metrics
 from .security import register_security
 from .storage import Storage
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     register_service(app, settings, redis_client, storage)
     register_request_hooks(app)
     register_security(app, settings)
+    register_metrics(app, settings, app.extensions["resizer"].redis)
     register_blueprints(app)
     register_error_handlers(app)
     return app
@@ -68,6 +71,7 @@ def register_request_hooks(app: Flask) -> None:
     def _request_id() -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id.set(g.request_id)
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -112,6 +112,8 @@ class Stack:
             self._check_settings()
             for i in range(1, self.workers + 1):
                 self.spawn(self.worker_proc(i))
+            self.spawn(Proc("webhooks", [sys.executable, str(ROOT / "rq_worker.py"), "--queue", "webhooks"], self.env,
+                            restart=True))
             self._start_api()
             if self.dashboard_port:
                 self._start_dashboard()
@@ -186,8 +188,8 @@ class Stack:
             raise SystemExit(f"storage at {settings.s3_endpoint_url} is not usable: {exc}") from None
 
     def worker_proc(self, index: int) -> Proc:
-        return Proc(f"worker-{index}", [sys.executable, str(ROOT / "rq_worker.py"), "--name", f"worker-{index}.{os.getpid()}.{time.time_ns() % 10**6}"],
-                    self.env, restart=True)
+        # RQ names each worker host.pid, so a restarted process never clashes with its predecessor's record.
+        return Proc(f"worker-{index}", [sys.executable, str(ROOT / "rq_worker.py")], self.env, restart=True)
 
     def _start_api(self) -> None:
         env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}
@@ -234,8 +236,6 @@ class Stack:
                     code = proc.popen.returncode
                     proc.restarts += 1
                     self._say(f"{proc.name} exited with code {code}; restarting it (restart #{proc.restarts})")
-                    if proc.name.startswith("worker-"):
-                        proc.argv = self.worker_proc(int(proc.name.split("-")[1])).argv
                     self.spawn(proc)
 
     def run_supervisor(self, interval: float = 0.5) -> threading.Thread:
@@ -276,7 +276,7 @@ class Stack:
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-        order = ["dashboard", "api"] + sorted(n for n in self.procs if n.startswith("worker-")) + ["s3", "redis"]
+        order = ["dashboard", "api", "webhooks"] + sorted(n for n in self.procs if n.startswith("worker-")) + ["s3", "redis"]
         for name in order + [n for n in self.procs if n not in order]:
             self.stop_proc(name, timeout=30 if name.startswith("worker-") else 10)
 

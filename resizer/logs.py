@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 from datetime import datetime, timezone
 
 from settings import Settings
+
+
+# The id of the request being served (API) or of the request that created the
+# job being run (worker): one upload can be followed through both logs.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,9 +30,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "token"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+        if getattr(record, "request_id", "-") != "-":
+            entry["request_id"] = record.request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -31,7 +42,9 @@ def configure_logging(settings: Settings, process: str) -> None:
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {process:<6} %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)-7s {process:<6} [%(request_id)s] %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

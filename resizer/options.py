@@ -47,14 +47,16 @@ class OutputSpec:
 @dataclass(frozen=True)
 class JobSpec:
     outputs: tuple[OutputSpec, ...]
+    callback_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"outputs": [asdict(o) for o in self.outputs]}
+        return {"outputs": [asdict(o) for o in self.outputs], "callback_url": self.callback_url}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
         return cls(
-            tuple(OutputSpec(**{**o, "background": tuple(o["background"])}) for o in data["outputs"])
+            tuple(OutputSpec(**{**o, "background": tuple(o["background"])}) for o in data["outputs"]),
+            data.get("callback_url"),
         )
 
 
@@ -100,6 +102,9 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
         )
         variants: Annotated[list[Variant], Field(min_length=1, max_length=limits.max_variants)] | None = Field(
             None, description="Several named outputs from one upload."
+        )
+        callback_url: Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://")] | None = Field(
+            None, description="POSTed the status JSON, signed, when the job ends (public hosts only)."
         )
 
         @model_validator(mode="after")
@@ -176,7 +181,7 @@ def _resolve(options: BaseModel) -> JobSpec:
                 background=background,
             )
         )
-    return JobSpec(tuple(outputs))
+    return JobSpec(tuple(outputs), options.callback_url)
 
 
 def _hex_to_rgb(value: str) -> tuple[int, int, int]:

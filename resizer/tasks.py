@@ -29,7 +29,10 @@ from settings import Settings
 from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError
 from .imaging import ImageLimits, process
 from .jobs import isoformat, publish_result, utcnow
+from .logs import request_id as request_id_var
+from .metrics import record_job
 from .options import JobSpec
+from . import webhooks
 from .storage import Storage, manifest_key, original_key, output_key
 
 log = logging.getLogger("resizer.worker")
@@ -64,19 +67,28 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
     ctx = context()
     job = get_current_job()
     created_at = isoformat(job.created_at) if job is not None else None
+    request_id_var.set(request_id or "-")
+    job_spec = JobSpec.from_dict(spec)
     try:
-        return _run(ctx, job, token, tenant, JobSpec.from_dict(spec), created_at, request_id)
+        manifest = _run(ctx, job, token, tenant, job_spec, created_at, request_id)
+        _callback(ctx, job, token, tenant, job_spec)
+        return manifest
     except JobTimeoutException:
         error: ResizerError = ProcessingTimeout(
             f"Processing took longer than the {ctx.settings.job_timeout} s limit."
         )
         _fail(ctx, job, token, tenant, error, created_at)
+        _callback(ctx, job, token, tenant, job_spec)
         raise
     except ResizerError as exc:
         if exc.permanent:
             _fail(ctx, job, token, tenant, exc, created_at)
+            _callback(ctx, job, token, tenant, job_spec)
         else:
             _note(job, exc)
+            _metrics(job, "retry", exc.code, {})
+            if job is not None and not job.retries_left:
+                _callback(ctx, job, token, tenant, job_spec)  # the last attempt: the job ends here
         raise
     except redis.exceptions.RedisError as exc:
         log.warning("job %s: Redis error, will retry: %s", token, exc)
@@ -86,6 +98,7 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
         # help, and the client gets a stable code rather than a traceback.
         log.exception("job %s: unexpected error", token)
         _fail(ctx, job, token, tenant, InternalError(f"Processing failed unexpectedly ({type(exc).__name__})."), created_at)
+        _callback(ctx, job, token, tenant, job_spec)
         raise
 
 
@@ -101,7 +114,8 @@ def _run(
             return json.loads(earlier)
         raise CorruptImage("The uploaded image is no longer in storage; submit it again.")
     t1 = time.perf_counter()
-    outputs = process(data, spec, ctx.limits)
+    stats: dict[str, float] = {}
+    outputs = process(data, spec, ctx.limits, stats)
     t2 = time.perf_counter()
     keys = [output_key(tenant, token, out.name, out.format.ext) for out in outputs]
     # Storage round trips are most of a small job's time: outputs go up in
@@ -117,6 +131,11 @@ def _run(
     _all(ctx, [(_write_manifest, ctx, tenant, token, manifest), (_forget_original, ctx, token),
                (_publish, job, tenant, token, manifest, ctx.settings.result_ttl)])
     t3 = time.perf_counter()
+    stages = {"download": t1 - t0, "decode_resize": t2 - t1 - stats.get("encode", 0.0),
+              "encode": stats.get("encode", 0.0), "upload": t3 - t2}
+    if job is not None and job.enqueued_at and job.started_at:
+        stages["queue_wait"] = max(0.0, (job.started_at - job.enqueued_at).total_seconds())
+    _metrics(job, "success", "", stages)
     log.info(
         "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
         token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, request_id or "-",
@@ -140,9 +159,29 @@ def _publish(job, tenant: str, token: str, record: dict[str, Any], ttl: int) -> 
         publish_result(job.connection, token, tenant, record, ttl)
 
 
+def _callback(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec) -> None:
+    """Queue the completion webhook; its delivery (and retries) never runs in this job."""
+    if not spec.callback_url or job is None:
+        return
+    try:
+        webhooks.schedule(job.connection, ctx.settings, token, tenant, spec.callback_url)
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: webhook not queued: %s", token, exc)
+
+
+def _metrics(job, outcome: str, code: str, stages: dict[str, float]) -> None:
+    if job is None:
+        return
+    try:
+        record_job(job.connection, outcome, code, stages)
+    except redis.exceptions.RedisError as exc:  # metrics must never fail a job
+        log.warning("metrics not recorded: %s", exc)
+
+
 def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError, created_at: str | None) -> None:
     """End the job now: no retries, and a record of why that outlives Redis."""
     log.info("job %s failed: %s: %s", token, error.code, error.message)
+    _metrics(job, "failure", error.code, {})
     if job is not None:
         job.retries_left = 0
     _note(job, error)

@@ -19,8 +19,8 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)} | {"APP_ENV"}
 # Read by gunicorn.conf.py, rq-dashboard or MinIO rather than settings.py.
 OTHER_VARS = {"PORT", "BIND_HOST", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "MINIO_ROOT_USER",
-              "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD"}
-APP_SERVICES = ("api", "worker", "rq-dashboard")
+              "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD", "TLS_HOSTNAME"}
+APP_SERVICES = ("api", "worker", "webhooks", "rq-dashboard")
 
 
 def env_example() -> dict[str, str]:
@@ -30,7 +30,18 @@ def env_example() -> dict[str, str]:
 
 
 def test_compose_has_every_service():
-    assert set(SERVICES) == {"redis", "minio", "minio-init", "api", "worker", "rq-dashboard"}
+    assert set(SERVICES) == {"redis", "minio", "minio-init", "api", "worker", "webhooks", "rq-dashboard", "certs",
+                             "nginx"}
+    assert SERVICES["nginx"]["profiles"] == ["tls"] and SERVICES["certs"]["profiles"] == ["tls"]
+
+
+def test_nginx_profile_proxies_to_the_api_with_tls():
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "proxy_pass http://api;" in conf and "server api:5000" in conf
+    assert "listen 443 ssl" in conf and "server_tokens off" in conf
+    limit_mb = int(re.search(r"client_max_body_size (\d+)m", conf).group(1))
+    assert limit_mb * 1024 * 1024 >= int(env_example()["MAX_UPLOAD_BYTES"])
+    assert "/etc/nginx/certs/fullchain.pem" in conf and (ROOT / "deploy" / "nginx" / "make-cert.sh").exists()
 
 
 def test_commands_match_real_entry_points():
@@ -38,6 +49,8 @@ def test_commands_match_real_entry_points():
     assert api == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
     assert (ROOT / "gunicorn.conf.py").exists() and re.search(r"^app = create_app\(\)", (ROOT / "wsgi.py").read_text(), re.M)
     assert SERVICES["worker"]["command"] == ["python", "rq_worker.py"] and (ROOT / "rq_worker.py").exists()
+    assert SERVICES["webhooks"]["command"] == ["python", "rq_worker.py", "--queue", "webhooks"]
+    assert "webhooks" in (ROOT / "rq_worker.py").read_text()
     assert SERVICES["rq-dashboard"]["command"][0] == "rq-dashboard"
     # the image's default command is the API's
     cmd = re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M).group(1)
@@ -51,7 +64,7 @@ def test_api_and_worker_share_one_image():
 
 def test_every_variable_compose_and_env_example_set_is_read_by_something():
     used = set(env_example())
-    for name in APP_SERVICES + ("minio", "minio-init"):
+    for name in APP_SERVICES + ("minio", "minio-init", "certs"):
         used |= set(SERVICES[name].get("environment", {}))
     unknown = used - SETTINGS_VARS - OTHER_VARS
     assert not unknown, f"set but read by nothing: {sorted(unknown)}"

@@ -173,3 +173,12 @@ def test_health_and_readiness(api):
     assert api.http.get(f"{api.base}/healthz").json() == {"status": "ok"}
     r = api.http.get(f"{api.base}/readyz")
     assert r.status_code == 200 and r.json()["checks"] == {"redis": "ok", "storage": "ok"}
+
+
+def test_long_poll_returns_as_soon_as_the_job_ends(api):
+    token = api.submit(image_bytes((2000, 1500)), width=100)
+    started = time.monotonic()
+    body = api.http.get(f"{api.base}/api/v1/resize/{token}", params={"wait": 15}, timeout=30).json()
+    assert body["status"] == "SUCCESS" and time.monotonic() - started < 10
+    r = api.http.get(f"{api.base}/api/v1/resize/{token}", params={"wait": "forever"})
+    assert r.status_code == 422 and "wait" in r.json()["error"]["message"]

@@ -76,8 +76,9 @@ def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, sl
     settings, redis, storage = clients(stack)
     token = api.submit(slow_png, **SLOW)
     wait_status(api, token, "IN_PROGRESS")
-    worker_name = Job.fetch(token, connection=redis).worker_name
-    proc = worker_name.split(".")[0]
+    worker_name = Job.fetch(token, connection=redis).worker_name  # "<host>.<pid>"
+    pid = int(worker_name.rsplit(".", 1)[1])
+    proc = next(name for name, p in stack.procs.items() if p.pid == pid)
     killed_at = time.monotonic()
     stack.kill(proc, signal.SIGKILL)
     body = api.wait(token, deadline=150)

@@ -12,6 +12,7 @@ No Redis, S3 or Flask in here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,7 +49,9 @@ class _Task:
     format: OutputFormat
 
 
-def process(data: bytes, job: JobSpec, limits: ImageLimits) -> list[Output]:
+def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, float] | None = None) -> list[Output]:
+    """Decode once, make every output.  ``stats`` (if given) receives seconds spent encoding."""
+    stats = stats if stats is not None else {}
     image, info = open_image(data, limits.max_input_pixels)
     with image:
         tasks = [
@@ -56,22 +59,26 @@ def process(data: bytes, job: JobSpec, limits: ImageLimits) -> list[Output]:
             for o in job.outputs
         ]
         if info.animated and any(t.format.animation for t in tasks):
-            return _process_animation(image, info, tasks, limits)
+            return _process_animation(image, info, tasks, limits, stats)
         image = steps.shrink_on_load(image, max(t.plan.scale for t in tasks))
         base = steps.normalize_mode(steps.orient(_decode(image), info.orientation))
-        return [_still(base, t) for t in tasks]
+        return [_still(base, t, stats) for t in tasks]
 
 
-def _still(base: Image.Image, task: _Task) -> Output:
+def _still(base: Image.Image, task: _Task, stats: dict[str, float]) -> Output:
     image = steps.resize(base, task.plan)
     image = steps.to_srgb(image)
     image = steps.pad(image, task.plan, task.spec.background, keep_alpha=task.format.alpha)
     if not task.format.alpha:
         image = steps.flatten(image, task.spec.background)
-    return Output(task.spec.name, encode(image, task.format, task.spec.quality), *image.size, task.format)
+    started = time.perf_counter()
+    data = encode(image, task.format, task.spec.quality)
+    stats["encode"] = stats.get("encode", 0.0) + time.perf_counter() - started
+    return Output(task.spec.name, data, *image.size, task.format)
 
 
-def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], limits: ImageLimits) -> list[Output]:
+def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], limits: ImageLimits,
+                       stats: dict[str, float]) -> list[Output]:
     """Resize every frame for animated outputs (keeping timing and loop); still outputs use frame 0.
 
     Frames are decoded one at a time and only their resized copies are kept,
@@ -95,11 +102,13 @@ def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], 
     outputs = []
     for task in tasks:
         if task.format.animation:
+            started = time.perf_counter()
             data = encode_animation(frames[task.spec.name], durations, loop, task.format, task.spec.quality)
+            stats["encode"] = stats.get("encode", 0.0) + time.perf_counter() - started
             width, height = task.plan.canvas
             outputs.append(Output(task.spec.name, data, width, height, task.format))
         else:
-            outputs.append(_still(first, task))
+            outputs.append(_still(first, task, stats))
     return outputs
 
 
