@@ -134,8 +134,13 @@ class Settings:
             raise SettingsError("WORKER_DEAD_AFTER must be more than twice WORKER_HEARTBEAT_INTERVAL")
         for name in ("rate_limit_per_key", "rate_limit_per_ip"):
             value = getattr(self, name)
-            if value and not re.fullmatch(r"\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*(;\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*)*", value):
-                raise SettingsError(f"{name.upper()} must look like '20/second;600/minute', not {value!r}")
+            if value:
+                from limits import parse_many  # flask-limiter's own parser: what it accepts, we accept
+
+                try:
+                    parse_many(value)
+                except ValueError:
+                    raise SettingsError(f"{name.upper()} must look like '20/second;600/minute', not {value!r}") from None
         keys = self.api_key_hashes()
         if self.app_env == "production" and not keys:
             raise SettingsError("API_KEYS or API_KEYS_FILE must configure at least one API key when APP_ENV=production")

@@ -83,7 +83,7 @@ class UnsupportedMediaType(ResizerError):
 
 class UnsupportedImageFormat(ResizerError):
     status, code = 415, "unsupported_image_format"
-    message = "This image format is not supported; send JPEG, PNG, GIF, WebP, AVIF, TIFF or BMP."
+    message = "This image format is not supported; send JPEG, PNG, GIF, WebP, AVIF, HEIC, TIFF or BMP."
 
 
 class InvalidParameter(ResizerError):

@@ -23,7 +23,7 @@ from .imaging import ImageInfo, open_image
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-         "AVIF": "image/avif", "TIFF": "image/tiff", "BMP": "image/bmp"}
+         "AVIF": "image/avif", "TIFF": "image/tiff", "BMP": "image/bmp", "HEIF": "image/heic"}
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,28 @@ def test_pad_uses_the_background():
     assert result.getpixel((50, 5))[:3] == (0, 255, 0) and result.getpixel((50, 50))[:3] == (0, 0, 0)
 
 
+def test_heic_input():
+    import pillow_heif  # noqa: F401  (registers the HEIF writer used to make the test file)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 120), (20, 160, 40)).save(buf, "HEIF", quality=90)
+    assert buf.getvalue()[4:12] == b"ftypheic"
+    result = decode(run(buf.getvalue(), width=80, format="png")[0])
+    assert result.size == (80, 60)
+    r, g, b = result.convert("RGB").getpixel((40, 30))
+    assert g > 130 and r < 60 and b < 70
+
+
+def test_animated_webp_input_stays_animated():
+    frames = [Image.new("RGB", (60, 40), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=[100, 200, 300], loop=0,
+                   lossless=True)
+    result = decode(run(buf.getvalue(), width=30, format="auto")[0])
+    assert result.format == "WEBP" and result.n_frames == 3 and result.size == (30, 20)
+    assert _timings(result) == [100, 200, 300]
+
+
 # -- animation -----------------------------------------------------------------------------------
 def _timings(image: Image.Image) -> list[int]:
     durations = []

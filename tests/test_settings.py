@@ -81,3 +81,16 @@ def test_entry_points_exit_with_the_message(tmp_path):
     r = subprocess.run([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "PRESIGNED_URL_TTL" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("drop, word", [("API_KEYS", "API_KEYS"), ("S3_SECRET_ACCESS_KEY", "S3_SECRET_ACCESS_KEY")])
+def test_production_processes_refuse_to_start_insecure(drop, word):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", **{k: v for k, v in PROD.items() if k != drop}}
+    r = subprocess.run([sys.executable, "rq_worker.py"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr
+    env = {"PATH": "/usr/bin:/bin", **PROD, "S3_ACCESS_KEY_ID": "minioadmin", "S3_SECRET_ACCESS_KEY": "minioadmin"}
+    r = subprocess.run([sys.executable, "rq_worker.py"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "default credentials" in r.stderr

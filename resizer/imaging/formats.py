@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import CorruptImage, ImageTooLarge, MissingImage, UnsupportedImageFormat
@@ -30,8 +31,13 @@ _MAGIC = {
     "AVIF": lambda b: b[4:8] == b"ftyp" and b[8:12] in (b"avif", b"avis"),
     "TIFF": lambda b: b[:4] in (b"II*\x00", b"MM\x00*"),
     "BMP": lambda b: b[:2] == b"BM",
+    # iPhone photos.  Checked after AVIF, which shares the ISO-BMFF container.
+    "HEIF": lambda b: b[4:8] == b"ftyp" and b[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis",
+                                                         b"mif1", b"msf1"),
 }
 INPUT_FORMATS = tuple(_MAGIC)
+# HEIC/HEIF decoding comes from pillow-heif (libheif), the maintained Pillow plugin for it.
+pillow_heif.register_heif_opener()
 
 # What Pillow's decoders raise on garbage (found by fuzzing: the AVIF plugin
 # raises RuntimeError, the GIF reader IndexError, others struct.error...).
