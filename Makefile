@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps -e .   # the `resizer` CLI
+	@$(PY) -m pip install --quiet --no-deps -e . >$(VENV)/pip-editable.log 2>&1 || { cat $(VENV)/pip-editable.log; exit 1; }  # the `resizer` CLI
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## create the virtualenv and install pinned dependencies

@@ -129,7 +129,7 @@ class ProcessingTimeout(ResizerError):
 
 class WorkerLost(ResizerError):
     code = "worker_lost"
-    message = "The worker processing this job stopped repeatedly; the job was given up."
+    message = "The worker processing this job stopped before finishing, on every attempt; submit it again."
 
 
 class InternalError(ResizerError):

@@ -26,7 +26,7 @@ from rq.job import Job, JobStatus
 
 from settings import Settings
 
-from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
+from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable, WorkerLost
 from .options import JobSpec
 from .storage import Storage, manifest_key, original_key
 
@@ -41,6 +41,8 @@ IDEMPOTENCY_PREFIX = "resizer:idem:"
 RESULT_PREFIX = "resizer:result:"
 DONE_PREFIX = "resizer:done:"
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
+# The error of a failed job that recorded none: its worker died on every attempt.
+WORKER_LOST = WorkerLost().to_dict()
 
 _STATUS = {
     JobStatus.QUEUED: "PENDING",
@@ -208,7 +210,7 @@ class Jobs:
                 raise ServiceUnavailable("The job's results are not readable right now.")
             return self._render(token, manifest)
         if status == "FAILURE":
-            body["error"] = job.meta.get("error") or _abandoned(job)
+            body["error"] = job.meta.get("error") or WORKER_LOST
             body["finished_at"] = isoformat(job.ended_at)
         body["created_at"] = isoformat(job.created_at)
         return self._render(token, body)
@@ -258,14 +260,6 @@ class Jobs:
             if record.get(field):
                 body[field] = record[field]
         return body
-
-
-def _abandoned(job: Job) -> dict[str, str]:
-    """The error of a failed job that recorded none: its worker died on every attempt."""
-    return {
-        "code": "worker_lost",
-        "message": "The worker processing this job stopped before finishing, on every attempt; submit it again.",
-    }
 
 
 def _fingerprint(image: bytes, spec: JobSpec) -> str:

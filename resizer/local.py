@@ -268,11 +268,6 @@ class Stack:
             proc.log.close()
             proc.log = None
 
-    def restart_proc(self, name: str) -> None:
-        proc = self.procs[name]
-        self.stop_proc(name)
-        self.spawn(proc)
-
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -313,9 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             f"data in {stack.workdir / 's3'})\n"
             f"{'':>13}Press Ctrl-C to stop everything."
         )
-        while True:
+        parent = os.getppid()
+        while os.getppid() == parent:  # `make` killed without a terminal Ctrl-C: do not orphan the stack
             stack.supervise_once()
             time.sleep(0.5)
+        stack._say("parent process went away; stopping")
     except KeyboardInterrupt:
         stack._say("stopping (waiting for running jobs to finish)...")
     finally:

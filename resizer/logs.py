@@ -50,3 +50,8 @@ def configure_logging(settings: Settings, process: str) -> None:
     root.setLevel(settings.log_level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if settings.log_level.upper() != "DEBUG":
+        # RQ logs every registry clean-up and every job twice; our own lines say
+        # what matters (one per job, with its timings and request id).
+        for chatty in ("rq.worker", "rq.scheduler", "rq.queue", "rq.job"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)

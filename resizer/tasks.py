@@ -67,8 +67,17 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
     ctx = context()
     job = get_current_job()
     created_at = isoformat(job.created_at) if job is not None else None
-    request_id_var.set(request_id or "-")
+    request_context = request_id_var.set(request_id or "-")
     job_spec = JobSpec.from_dict(spec)
+    try:
+        return _resize(ctx, job, token, tenant, job_spec, created_at, request_id)
+    finally:
+        request_id_var.reset(request_context)  # later lines of this worker belong to no request
+
+
+def _resize(ctx: WorkerContext, job, token: str, tenant: str, job_spec: JobSpec, created_at: str | None,
+            request_id: str | None) -> dict[str, Any]:
+    """Run the job, classifying any failure once (see the module docstring)."""
     try:
         manifest = _run(ctx, job, token, tenant, job_spec, created_at, request_id)
         _callback(ctx, job, token, tenant, job_spec)
