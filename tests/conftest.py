@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import settings as hypothesis_settings
 from PIL import Image
 
 from resizer.local import Stack, free_port
@@ -27,6 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 GOOD = sorted((CORPUS / "good").iterdir()) if (CORPUS / "good").is_dir() else []
 BAD = sorted((CORPUS / "bad").iterdir()) if (CORPUS / "bad").is_dir() else []
+
+# In CI, property tests and fuzzing replay the same examples on every run (a failure found
+# locally with random examples is reported with its seed; CI must not be a lottery).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # The original project's test image: a 1x1 PNG.
 ORIGINAL_PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mP8Xw8AAoMBgDTD2qgAAAAASUVORK5CYII="
