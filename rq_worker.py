@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("resizer.worker").info(
         "worker %s listening on queue %r (redis %s)", worker.name, queue, settings.redis_url.split("@")[-1]
     )
-    worker.work(burst=args.burst, with_scheduler=True, max_jobs=args.max_jobs, logging_level=settings.log_level.upper())
+    # Exits after WORKER_MAX_JOBS jobs (0: never); `make run` and compose's restart policy start a fresh one.
+    max_jobs = args.max_jobs or settings.worker_max_jobs or None
+    worker.work(burst=args.burst, with_scheduler=True, max_jobs=max_jobs, logging_level=settings.log_level.upper())
     return 0
 
 

@@ -60,6 +60,9 @@ class Settings:
     worker_heartbeat_interval: int = 5
     worker_dead_after: int = 20
     maintenance_interval: int = 15
+    # A worker runs jobs in its own process (no fork per job); it exits after
+    # this many jobs and is restarted, so a leak in one job cannot grow forever.
+    worker_max_jobs: int = 1000
     # Logging
     log_level: str = "INFO"
     log_format: str = "text"
@@ -196,6 +199,7 @@ _INT_RANGES = {
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),
     "trusted_proxies": (0, 5),
+    "worker_max_jobs": (0, 10_000_000),
     "webhook_timeout": (1, 30),
 }
 

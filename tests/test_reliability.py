@@ -202,3 +202,11 @@ def test_originals_are_removed_when_jobs_end(make_stack):
     bad = api.submit(TRUNCATED)
     assert api.wait(good)["status"] == "SUCCESS" and api.wait(bad)["status"] == "FAILURE"
     assert objects(storage, "originals/") == []
+
+
+def test_workers_are_recycled_after_max_jobs_without_losing_any(make_stack):
+    stack, api = make_stack(workers=1, WORKER_MAX_JOBS=2)
+    tokens = [api.submit(image_bytes((120, 90)), width=30) for _ in range(5)]
+    for token in tokens:
+        assert api.wait(token, deadline=60)["status"] == "SUCCESS"
+    assert stack.procs["worker-1"].restarts >= 2  # exited cleanly after 2 jobs, twice, and came back
