@@ -125,6 +125,7 @@ def build(limits: Limits) -> dict[str, Any]:
             "/api/v1/resize": {
                 "post": {
                     "operationId": "submitResize",
+                    "security": [{}, {"apiKey": []}],
                     "summary": "Submit a resize job",
                     "parameters": [
                         {"name": "Idempotency-Key", "in": "header", "required": False,
@@ -154,6 +155,7 @@ def build(limits: Limits) -> dict[str, Any]:
             "/api/v1/resize/{token}": {
                 "get": {
                     "operationId": "getResizeStatus",
+                    "security": [{}, {"apiKey": []}],
                     "summary": "Job status and, when done, presigned URLs",
                     "parameters": [
                         {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -172,6 +174,22 @@ def build(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": {
+                "200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {
+                    "type": "object"}}}}}}},
+            "/docs": {"get": {"operationId": "docs", "summary": "Interactive API documentation", "responses": {
+                "200": {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/": {"get": {"operationId": "uploadPage", "summary": "The upload page", "responses": {
+                "200": {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (bearer METRICS_TOKEN when configured; off in production without one)",
+                "responses": {
+                    "200": {"description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "401": error(_codes(errors.Unauthorized)),
+                    "404": error(_codes(errors.NotFound)),
+                }}},
             "/healthz": {"get": {"operationId": "healthz", "summary": "The process is alive", "responses": {
                 "200": {"description": "Alive.",
                         "content": {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}}}}},
@@ -181,5 +199,9 @@ def build(limits: Limits) -> dict[str, Any]:
                 "503": {"description": "Not ready; `checks` says which dependency is down.",
                         "content": {"application/json": {"schema": {"$ref": REF.format(model="NotReady")}}}}}}},
         },
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                           "description": "An API key, where the service has keys configured."}},
+        },
     }
