@@ -12,8 +12,8 @@ from .errors import InvalidParameter, ResizerError, ServiceUnavailable
 from .intake import inspect, read_upload
 from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
-from .webhooks import check_destination
 from .options import Limits, parse_options
+from .webhooks import check_destination
 
 log = logging.getLogger("resizer.api")
 

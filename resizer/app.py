@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -57,7 +58,10 @@ def register_service(app: Flask, settings: Settings, redis_client, storage) -> N
     redis_client = redis_client or make_redis(settings, socket_timeout=3.0)
     # The API must answer fast when storage is down: one short attempt, then 503.
     storage = storage or Storage(settings, connect_timeout=1.0, read_timeout=10.0)
-    app.extensions["resizer"] = Service(settings, redis_client, storage, Jobs(settings, redis_client, storage))
+    # Long polls may take up to half of a process's threads (gunicorn's WEB_THREADS).
+    max_waiters = int(os.environ.get("WEB_THREADS", "8")) // 2
+    jobs = Jobs(settings, redis_client, storage, max_waiters=max_waiters)
+    app.extensions["resizer"] = Service(settings, redis_client, storage, jobs)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -105,8 +106,9 @@ class Submission:
 
 
 class Jobs:
-    def __init__(self, settings: Settings, connection: redis.Redis, storage: Storage):
+    def __init__(self, settings: Settings, connection: redis.Redis, storage: Storage, max_waiters: int = 4):
         self.settings = settings
+        self.waiters = threading.BoundedSemaphore(max(1, max_waiters))
         self.redis = connection
         self.storage = storage
         self.queue = Queue(settings.queue_name, connection=connection)
@@ -216,11 +218,21 @@ class Jobs:
         return self._render(token, body)
 
     def wait(self, token: str, seconds: float) -> None:
-        """Block until the worker announces the job's end, or ``seconds`` pass."""
-        key = DONE_PREFIX + token
-        if self.waiter.blpop([key], timeout=seconds) is not None:
-            self.waiter.lpush(key, 1)  # leave it for anyone else waiting on the same job
-            self.waiter.expire(key, 60)
+        """Block until the worker announces the job's end, or ``seconds`` pass.
+
+        A waiting request holds one of the process's threads, so at most half
+        of them wait at once; past that the request answers at once (and the
+        client polls again), which keeps threads free for uploads.
+        """
+        if not self.waiters.acquire(blocking=False):
+            return
+        try:
+            key = DONE_PREFIX + token
+            if self.waiter.blpop([key], timeout=seconds) is not None:
+                self.waiter.lpush(key, 1)  # leave it for anyone else waiting on the same job
+                self.waiter.expire(key, 60)
+        finally:
+            self.waiters.release()
 
     def _fetch(self, token: str) -> Job | None:
         try:

@@ -26,13 +26,13 @@ from rq.timeouts import JobTimeoutException
 
 from settings import Settings
 
+from . import webhooks
 from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError
 from .imaging import ImageLimits, process
 from .jobs import isoformat, publish_result, utcnow
 from .logs import request_id as request_id_var
 from .metrics import record_job
 from .options import JobSpec
-from . import webhooks
 from .storage import Storage, manifest_key, original_key, output_key
 
 log = logging.getLogger("resizer.worker")

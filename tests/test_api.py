@@ -241,3 +241,14 @@ def test_docs_page_loads_nothing_from_other_origins(client):
         with client.get(asset) as r:
             body = r.get_data(as_text=True)
         assert "http://" not in body and "https://" not in body and "//cdn" not in body
+
+
+def test_long_polls_never_take_more_than_their_share_of_threads(app):
+    import time
+
+    jobs = app.extensions["resizer"].jobs
+    while jobs.waiters.acquire(blocking=False):  # all waiting slots busy
+        pass
+    started = time.monotonic()
+    jobs.wait(str(uuid.uuid4()), 5)
+    assert time.monotonic() - started < 0.5  # answered at once instead of holding a thread
