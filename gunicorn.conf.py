@@ -30,7 +30,11 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = "-" if os.environ.get("ACCESS_LOG", "1") == "1" else None
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)sB %(M)sms id=%({x-request-id}o)s'
+if _settings.log_format == "json":
+    access_log_format = ('{"logger": "access", "remote": "%(h)s", "request": "%(r)s", "status": %(s)s, '
+                         '"bytes": "%(B)s", "ms": %(M)s, "request_id": "%({x-request-id}o)s"}')
+else:
+    access_log_format = '%(h)s "%(r)s" %(s)s %(B)sB %(M)sms id=%({x-request-id}o)s'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "resizer-api"

@@ -105,6 +105,7 @@ class Settings:
                 continue
             values[f.name] = _parse(f, raw)
         if profile == "production":
+            values.setdefault("log_format", "json")  # for log shippers; text stays the default elsewhere
             # Safe to expose by default: every key and every address is limited.
             values.setdefault("rate_limit_per_key", "20/second;600/minute")
             values.setdefault("rate_limit_per_ip", "50/second;1200/minute")

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
-    stack = start_stack(tmp_path_factory.mktemp("obs"), workers=1, LOG_FORMAT="json", METRICS_TOKEN="m-token")
+    stack = start_stack(tmp_path_factory.mktemp("obs"), workers=1, LOG_FORMAT="json", METRICS_TOKEN="m-token",
+                        ACCESS_LOG="1")
     yield stack, Api(f"http://127.0.0.1:{stack.port}", stack)
     stack.stop()
 
@@ -82,4 +83,7 @@ def test_one_request_id_in_api_and_worker_logs(observed):
     worker_lines = [e for e in records("worker-1") if e.get("request_id") == rid]
     assert api_lines and worker_lines, "the request id must be in both logs"
     assert any(r.json()["token"] in e["message"] for e in worker_lines)
-    assert all({"time", "level", "logger", "message"} <= set(e) for e in api_lines + worker_lines)
+    app_lines = [e for e in api_lines if e.get("logger") != "access"]
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in app_lines + worker_lines)
+    access = [e for e in api_lines if e.get("logger") == "access"]
+    assert any(e["status"] == 202 and "POST /api/v1/resize" in e["request"] for e in access)

@@ -53,7 +53,9 @@ PROD = {
 
 
 def test_production_profile_accepts_a_complete_configuration():
-    assert Settings.from_env(PROD).app_env == "production"
+    s = Settings.from_env(PROD)
+    assert s.app_env == "production" and s.log_format == "json"
+    assert Settings.from_env({**PROD, "LOG_FORMAT": "text"}).log_format == "text"
 
 
 @pytest.mark.parametrize("missing", ["REDIS_URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY",
