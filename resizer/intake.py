@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
-from werkzeug.exceptions import BadRequest
 
 from .errors import InvalidBase64, InvalidJSON, InvalidParameter, MissingImage, UnsupportedMediaType
 from .imaging import ImageInfo, open_image
@@ -60,10 +60,14 @@ def inspect(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
 
 
 def _from_json(request: Request) -> Upload:
+    # Parse without Flask's caches: a 40 MB body would otherwise stay in memory
+    # three times over (raw bytes, parsed JSON, decoded image) until the request ends.
+    raw = request.get_data(cache=False)
     try:
-        body = request.get_json(force=True, silent=False)
-    except BadRequest:
+        body = json.loads(raw)
+    except ValueError:
         raise InvalidJSON("The request body is not valid JSON.") from None
+    del raw
     if not isinstance(body, dict):
         raise InvalidJSON("The JSON body must be an object like {\"imageData\": \"<base64>\"}.")
     encoded = body.pop("imageData", None)
