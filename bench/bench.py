@@ -167,7 +167,7 @@ class Client:
             body = self.http.get(f"{self.base}/api/v1/resize/{token}", params={"wait": 10}, timeout=60).json()
             if body["status"] in ("SUCCESS", "FAILURE"):
                 return body
-            time.sleep(poll)
+            time.sleep(poll or 0.05)  # the server answered without waiting (all its waiting slots busy)
         raise RuntimeError(f"job {token} did not finish in {deadline} s")
 
 

@@ -58,8 +58,9 @@ def register_service(app: Flask, settings: Settings, redis_client, storage) -> N
     redis_client = redis_client or make_redis(settings, socket_timeout=3.0)
     # The API must answer fast when storage is down: one short attempt, then 503.
     storage = storage or Storage(settings, connect_timeout=1.0, read_timeout=10.0)
-    # Long polls may take up to half of a process's threads (gunicorn's WEB_THREADS).
-    max_waiters = int(os.environ.get("WEB_THREADS", "8")) // 2
+    # Long polls may hold all but two of a process's threads (gunicorn's WEB_THREADS):
+    # two stay free for uploads whatever the number of waiting clients.
+    max_waiters = int(os.environ.get("WEB_THREADS", "8")) - 2
     jobs = Jobs(settings, redis_client, storage, max_waiters=max_waiters)
     app.extensions["resizer"] = Service(settings, redis_client, storage, jobs)
 

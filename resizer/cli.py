@@ -77,6 +77,7 @@ class Client:
             body = self.status(token, wait=min(15.0, max(0.0, end - time.monotonic())))
             if body["status"] in ("SUCCESS", "FAILURE") or time.monotonic() >= end:
                 return body
+            time.sleep(0.2)  # the server may answer without waiting when it is busy
 
     def download(self, url: str, target: Path) -> int:
         try:

@@ -220,9 +220,9 @@ class Jobs:
     def wait(self, token: str, seconds: float) -> None:
         """Block until the worker announces the job's end, or ``seconds`` pass.
 
-        A waiting request holds one of the process's threads, so at most half
-        of them wait at once; past that the request answers at once (and the
-        client polls again), which keeps threads free for uploads.
+        A waiting request holds one of the process's threads, so only so many
+        wait at once; past that the request answers at once (with Retry-After,
+        and the client polls again), which keeps threads free for uploads.
         """
         if not self.waiters.acquire(blocking=False):
             return

@@ -243,7 +243,7 @@ def test_docs_page_loads_nothing_from_other_origins(client):
         assert "http://" not in body and "https://" not in body and "//cdn" not in body
 
 
-def test_long_polls_never_take_more_than_their_share_of_threads(app):
+def test_long_polls_leave_threads_free_for_uploads(app):
     import time
 
     jobs = app.extensions["resizer"].jobs

@@ -52,6 +52,7 @@
       let status;
       do {
         say("Job " + job.token + ": " + (status ? status.status : "PENDING") + "…");
+        if (status) await new Promise((r) => setTimeout(r, 200));  // the server may answer early when busy
         status = await call(job.status_url + "?wait=15");
       } while (status.status === "PENDING" || status.status === "IN_PROGRESS");
       if (status.status === "FAILURE") throw new Error(status.error.code + ": " + status.error.message);
