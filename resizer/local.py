@@ -103,6 +103,9 @@ class Stack:
     def start(self) -> "Stack":
         base = {**os.environ, **self.env}
         base.setdefault("PYTHONUNBUFFERED", "1")
+        # glibc gives every thread its own malloc arena; with gunicorn's threads and
+        # multi-MB request bodies that fragmentation cost ~25 MB of peak RSS per process.
+        base.setdefault("MALLOC_ARENA_MAX", "2")
         base["PYTHONPATH"] = str(ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
         self.env = base
         self.workdir.mkdir(parents=True, exist_ok=True)
