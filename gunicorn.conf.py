@@ -59,8 +59,27 @@ def child_exit(server, worker):
 
 
 def on_starting(server):
-    # Say nothing about the server software in the Server header (workers fork
-    # from this process, so they inherit the change).
+    # Workers fork from this process, so they inherit both changes:
+    # say nothing about the server software in the Server header, and answer
+    # requests gunicorn rejects before the app (a URL over 8 KB, a malformed
+    # request line) in the API's JSON error shape instead of an HTML page.
     import gunicorn.http.wsgi
+    import gunicorn.util
 
     gunicorn.http.wsgi.SERVER = "resizer"
+    gunicorn.util.write_error = _json_error
+
+
+def _json_error(sock, status_int, reason, mesg):
+    import json
+
+    from gunicorn.util import write_nonblock
+
+    code = {414: "uri_too_long"}.get(status_int, "invalid_request" if status_int < 500 else "internal_error")
+    message = f"{reason}: {mesg}." if status_int < 500 else "Something went wrong on our side; please try again later."
+    if status_int == 414:
+        message = f"The URL is too long ({mesg}); send options in the request body instead."
+    body = json.dumps({"success": False, "error": {"code": code, "message": message}})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n\r\n")
+    write_nonblock(sock, (head + body).encode("latin-1", "replace"))

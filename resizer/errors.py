@@ -66,6 +66,20 @@ class MethodNotAllowed(ResizerError):
     message = "That HTTP method is not allowed here."
 
 
+class UriTooLong(ResizerError):
+    """Written by the HTTP server (gunicorn.conf.py) before the app sees the request."""
+
+    status, code = 414, "uri_too_long"
+    message = "The URL is too long; send options in the request body instead."
+
+
+class InvalidRequest(ResizerError):
+    """A request the HTTP server could not parse (malformed request line or headers)."""
+
+    status, code = 400, "invalid_request"
+    message = "The HTTP request is malformed."
+
+
 class PayloadTooLarge(ResizerError):
     status, code = 413, "payload_too_large"
     message = "The request body is too large."

@@ -20,6 +20,7 @@ from flask import Request
 
 from .errors import InvalidBase64, InvalidJSON, InvalidParameter, MissingImage, UnsupportedMediaType
 from .imaging import ImageInfo, open_image
+from .options import MAX_QUERY_VALUE
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
@@ -49,7 +50,12 @@ def read_upload(request: Request) -> Upload:
             f"Content-Type {mimetype or '(none)'} is not accepted; send application/json, "
             "multipart/form-data or an image/* body."
         )
-    return Upload(upload.data, {**request.args.to_dict(), **upload.options})
+    query = request.args.to_dict()
+    for name, value in query.items():
+        if len(value) > MAX_QUERY_VALUE or not value.isascii():
+            raise InvalidParameter(f"Invalid parameter '{name}': query-string values must be ASCII and at most "
+                                   f"{MAX_QUERY_VALUE} characters; send longer ones in the request body.")
+    return Upload(upload.data, {**query, **upload.options})
 
 
 def inspect(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:

@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from . import __version__, errors
 from .jobs import MAX_WAIT
-from .options import Limits, models
+from .options import MAX_QUERY_VALUE, Limits, models
 
 REF = "#/components/schemas/{model}"
 
@@ -89,6 +89,14 @@ def build(limits: Limits) -> dict[str, Any]:
             return {"type": "string", "description": "The variants list as a JSON string."}
         return {k: v for k, v in prop.items() if k != "title"}
 
+    def as_query_field(name: str, prop: dict) -> dict:
+        field = as_text_field(name, prop)
+        if name in ("variants", "callback_url"):  # the only free-length options
+            field = {**field, "maxLength": MAX_QUERY_VALUE, "pattern": "^[ -~]*$"} if "anyOf" not in field else {
+                **field, "anyOf": [{**a, "maxLength": MAX_QUERY_VALUE} if a.get("type") == "string" else a
+                                   for a in field["anyOf"]]}
+        return field
+
     form_schema = {
         "type": "object",
         "required": ["image"],
@@ -97,7 +105,7 @@ def build(limits: Limits) -> dict[str, Any]:
         "additionalProperties": False,
     }
     query_params = [
-        {"name": n, "in": "query", "required": False, "schema": as_text_field(n, p)} for n, p in option_props.items()
+        {"name": n, "in": "query", "required": False, "schema": as_query_field(n, p)} for n, p in option_props.items()
     ]
 
     def error(description: str) -> dict:
@@ -105,9 +113,10 @@ def build(limits: Limits) -> dict[str, Any]:
                 "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
 
     submit_errors = {
-        "400": error(_codes(errors.InvalidJSON, errors.MissingImage, errors.InvalidBase64)),
+        "400": error(_codes(errors.InvalidJSON, errors.MissingImage, errors.InvalidBase64, errors.InvalidRequest)),
         "401": error(_codes(errors.Unauthorized)),
         "413": error(_codes(errors.PayloadTooLarge, errors.ImageTooLarge)),
+        "414": error(_codes(errors.UriTooLong) + " (query string over 8 KB)"),
         "415": error(_codes(errors.UnsupportedMediaType, errors.UnsupportedImageFormat)),
         "422": error(_codes(errors.InvalidParameter, errors.CorruptImage, errors.IdempotencyConflict)),
         "429": error(_codes(errors.RateLimited)),
@@ -168,6 +177,7 @@ def build(limits: Limits) -> dict[str, Any]:
                                 "content": {"application/json": {"schema": {"$ref": REF.format(model="JobStatus")}}}},
                         "401": error(_codes(errors.Unauthorized)),
                         "404": error(_codes(errors.NotFound)),
+                        "414": error(_codes(errors.UriTooLong)),
                         "422": error(_codes(errors.InvalidParameter)),
                         "429": error(_codes(errors.RateLimited)),
                         "503": error(_codes(errors.ServiceUnavailable)),

@@ -23,6 +23,7 @@ GRAVITIES = ("center", "north", "south", "east", "west", "north_east", "north_we
 FORMATS = ("jpeg", "png", "webp", "avif", "auto")
 DEFAULT_SIZE = 100  # the original API's 100x100 output
 DEFAULT_NAME = "default"
+MAX_QUERY_VALUE = 1024  # characters per option in a query string: URLs stay well under the server's 8 KB
 
 Fit = Literal["fill", "contain", "cover", "pad"]
 Gravity = Literal["center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west"]
@@ -103,8 +104,9 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
         variants: Annotated[list[Variant], Field(min_length=1, max_length=limits.max_variants)] | None = Field(
             None, description="Several named outputs from one upload."
         )
-        callback_url: Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://")] | None = Field(
-            None, description="POSTed the status JSON, signed, when the job ends (public hosts only)."
+        callback_url: Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://[!-~]+$")] | None = Field(
+            None, description="POSTed the status JSON, signed, when the job ends (public hosts only; ASCII, "
+                              "percent-encoded)."
         )
 
         @model_validator(mode="after")

@@ -110,6 +110,11 @@ ERROR_CASES = [
     ("invalid_parameter: unknown", _json({"imageData": b64(PNG), "sharpen": 1}), 422, "invalid_parameter"),
     ("invalid_parameter: query", {"data": PNG, "content_type": "image/png", "query_string": {"width": "x"}}, 422,
      "invalid_parameter"),
+    ("invalid_parameter: long query value", {"data": PNG, "content_type": "image/png",
+                                            "query_string": {"variants": "[" + " " * 2000 + "]"}}, 422,
+     "invalid_parameter"),
+    ("invalid_parameter: non-ascii callback", _json({"imageData": b64(PNG), "callback_url": "https://ex\u00e4mple.com/"}),
+     422, "invalid_parameter"),
     ("invalid_parameter: duplicate variants", _json({"imageData": b64(PNG), "variants": [{"name": "a"}, {"name": "a"}]}),
      422, "invalid_parameter"),
 ]

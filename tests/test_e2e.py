@@ -182,3 +182,18 @@ def test_long_poll_returns_as_soon_as_the_job_ends(api):
     assert body["status"] == "SUCCESS" and time.monotonic() - started < 10
     r = api.http.get(f"{api.base}/api/v1/resize/{token}", params={"wait": "forever"})
     assert r.status_code == 422 and "wait" in r.json()["error"]["message"]
+
+
+def test_errors_raised_before_the_app_are_json_too(api):
+    """gunicorn refuses an over-long URL or a malformed request line itself: still the JSON shape, not HTML."""
+    r = api.http.post(f"{api.base}/api/v1/resize?width=1&x=" + "a" * 9000, data=b"x",
+                      headers={"Content-Type": "image/png"})
+    assert r.status_code == 414 and r.headers["Content-Type"] == "application/json"
+    assert r.json()["error"]["code"] == "uri_too_long" and r.json()["success"] is False
+    import socket
+
+    with socket.create_connection(("127.0.0.1", api.stack.port), timeout=10) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        raw = s.recv(4096).decode("latin-1")
+    assert raw.startswith("HTTP/1.1 400") and "application/json" in raw
+    assert '"code": "invalid_request"' in raw and "<html>" not in raw
