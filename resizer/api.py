@@ -41,7 +41,7 @@ def submit() -> tuple[Response, int]:
         content_type,
         spec,
         tenant=g.get("tenant", "public"),
-        idempotency_key=request.headers.get("Idempotency-Key") or None,
+        idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
         request_id=g.get("request_id"),
     )
     status_url = url_for("api.status", token=submission.token)
@@ -71,6 +71,14 @@ def status(token: str) -> Response:
     else:
         response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= 255 or not all(" " <= c <= "~" for c in raw):
+        raise InvalidParameter("Invalid parameter 'Idempotency-Key': it must be 1 to 255 printable ASCII characters.")
+    return raw
 
 
 def _wait_seconds(raw: str | None) -> float:

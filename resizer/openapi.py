@@ -138,7 +138,7 @@ def build(limits: Limits) -> dict[str, Any]:
                     "summary": "Submit a resize job",
                     "parameters": [
                         {"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "maxLength": 255},
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
                          "description": "Repeat a POST safely: the same key returns the same token."},
                         *query_params,
                     ],

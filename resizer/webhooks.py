@@ -41,19 +41,23 @@ def queue_name(settings: Settings) -> str:
 
 def check_destination(url: str, settings: Settings) -> None:
     """Refuse URLs that are not http(s) or that resolve to a non-public address (SSRF)."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidParameter("Invalid parameter 'callback_url': it must be an http(s) URL.")
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname, parsed.port  # both raise ValueError on malformed URLs
+    except ValueError:
+        host = port = None
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not host:
+        raise InvalidParameter("Invalid parameter 'callback_url': it must be a valid http(s) URL.")
     if not settings.webhook_secret:
         raise InvalidParameter("Invalid parameter 'callback_url': webhooks are not enabled on this service.")
-    host = parsed.hostname
     allow = [a.strip() for a in settings.webhook_allowlist.split(",") if a.strip()]
     if host in allow:
         return
     try:
-        infos = socket.getaddrinfo(host, parsed.port or (443 if parsed.scheme == "https" else 80),
+        infos = socket.getaddrinfo(host, port or (443 if parsed.scheme == "https" else 80),
                                    proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
+    except (OSError, UnicodeError, ValueError):  # gaierror, IDNA errors, embedded NULs
         raise InvalidParameter(f"Invalid parameter 'callback_url': the host {host} does not resolve.") from None
     networks = []
     for item in allow:

@@ -257,3 +257,20 @@ def test_long_polls_leave_threads_free_for_uploads(app):
     started = time.monotonic()
     jobs.wait(str(uuid.uuid4()), 5)
     assert time.monotonic() - started < 0.5  # answered at once instead of holding a thread
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9"])
+def test_idempotency_key_is_validated(client, key):
+    r = post_json(client, {"imageData": ORIGINAL_PNG_B64}, headers={"Idempotency-Key": key})
+    assert r.status_code == 422 and "Idempotency-Key" in r.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("url", ['http://PX]B,*_r"A[x', "http://host:99999/x", "https://", "http://[::1/x"])
+def test_malformed_callback_urls_are_422_not_500(settings, s3, fake_redis, url):
+    from dataclasses import replace
+
+    from resizer.app import create_app
+
+    client = create_app(replace(settings, webhook_secret="s"), redis_client=fake_redis, storage=s3).test_client()
+    r = post_json(client, {"imageData": ORIGINAL_PNG_B64, "callback_url": url})
+    assert r.status_code == 422 and "callback_url" in r.get_json()["error"]["message"]
