@@ -25,6 +25,10 @@ DEV_S3_ACCESS_KEY = "resizer-dev-access"
 DEV_S3_SECRET_KEY = "resizer-dev-secret-key"
 
 
+# What a tenant (API key owner) may be called: it becomes a storage prefix.
+TENANT_PATTERN = r"[a-z0-9_-]{1,32}"
+
+
 class SettingsError(ValueError):
     """A configuration variable is missing or wrong; the message names it."""
 
@@ -175,7 +179,7 @@ class Settings:
                     entries.append((tenant.strip(), digest.strip().lower(), f"API_KEYS_FILE line {number}"))
         keys: dict[str, str] = {}
         for tenant, digest, where in entries:
-            if not re.fullmatch(r"[a-z0-9_-]{1,32}", tenant) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            if not re.fullmatch(TENANT_PATTERN, tenant) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise SettingsError(f"{where}: entries must be '<tenant>:<sha256 hex of the key>' "
                                     f"(tenant of a-z 0-9 _ -), got {tenant!r}")
             keys[digest] = tenant

@@ -35,7 +35,7 @@ def submit() -> tuple[Response, int]:
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
     if spec.callback_url:
         check_destination(spec.callback_url, settings)
-    _, content_type = inspect(upload.data, settings.max_input_pixels)
+    content_type = inspect(upload.data, settings.max_input_pixels)
     submission = svc.jobs.submit(
         upload.data,
         content_type,

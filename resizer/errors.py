@@ -148,10 +148,3 @@ class WorkerLost(ResizerError):
 
 class InternalError(ResizerError):
     pass
-
-
-# Codes that describe the client's input: a job failing with one of these is
-# not retried, and the API returns them before anything is stored.
-PERMANENT_CODES = frozenset(
-    cls.code for cls in (CorruptImage, ImageTooLarge, UnsupportedImageFormat, InvalidParameter, ProcessingTimeout)
-)

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Request
 
 from .errors import InvalidBase64, InvalidJSON, InvalidParameter, MissingImage, UnsupportedMediaType
-from .imaging import ImageInfo, open_image
+from .imaging import open_image
 from .options import MAX_QUERY_VALUE
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
@@ -58,11 +58,11 @@ def read_upload(request: Request) -> Upload:
     return Upload(upload.data, {**query, **upload.options})
 
 
-def inspect(data: bytes, max_pixels: int) -> tuple[ImageInfo, str]:
-    """Sniff the header (format allowlist, pixel limit, sane size) without decoding pixels."""
+def inspect(data: bytes, max_pixels: int) -> str:
+    """Sniff the header (format allowlist, pixel limit, sane size) without decoding pixels; the MIME type."""
     image, info = open_image(data, max_pixels)
     image.close()
-    return info, _MIME[info.format]
+    return _MIME[info.format]
 
 
 def _from_json(request: Request) -> Upload:

@@ -10,6 +10,7 @@ and the number of live workers.
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from typing import Iterable
@@ -102,8 +103,6 @@ def register_metrics(app: Flask, settings: Settings, connection: redis.Redis) ->
     def metrics() -> Response:
         if settings.metrics_token:
             header = request.headers.get("Authorization", "")
-            import hmac
-
             if not hmac.compare_digest(header.encode(), f"Bearer {settings.metrics_token}".encode()):
                 raise Unauthorized("Send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'.")
         elif settings.app_env == "production":

@@ -19,11 +19,10 @@ import sys
 from flask import Flask, g, request
 from flask_limiter import Limit, Limiter
 
-from settings import Settings
+from settings import TENANT_PATTERN, Settings
 
 from .errors import Unauthorized
 
-_TENANT = re.compile(r"^[a-z0-9_-]{1,32}$")
 PROTECTED_PREFIX = "/api/v1/resize"
 
 
@@ -102,7 +101,7 @@ def _register_cors(app: Flask, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) == 2 and args[0] == "new" and _TENANT.match(args[1]):
+    if len(args) == 2 and args[0] == "new" and re.fullmatch(TENANT_PATTERN, args[1]):
         key = secrets.token_urlsafe(32)
         print(f"API key for {args[1]} (give it to the client; it is not stored anywhere):\n  {key}\n"
               f"Add this to API_KEYS (comma-separated) or as a line of API_KEYS_FILE:\n  {args[1]}:{hash_key(key)}")
