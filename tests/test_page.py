@@ -49,8 +49,10 @@ def test_upload_page_resizes_an_image_and_shows_it(keyed_stack, browser, tmp_pat
     page.fill("#key", KEY)
     page.click("#submit")
     page.wait_for_selector("#result:not([hidden])", timeout=30_000)
-    page.wait_for_function("document.getElementById('output').complete && "
-                           "document.getElementById('output').naturalWidth > 0", timeout=15_000)
+    # A function predicate, not an expression: Playwright evals an expression string in the page
+    # on every poll, which this page's CSP (script-src 'self', no unsafe-eval) rightly refuses.
+    page.wait_for_function("() => { const img = document.getElementById('output');"
+                           " return img.complete && img.naturalWidth > 0; }", timeout=15_000)
     size = page.evaluate("[document.getElementById('output').naturalWidth, "
                          "document.getElementById('output').naturalHeight]")
     assert size == [96, 96]
@@ -63,16 +65,20 @@ def test_upload_page_resizes_an_image_and_shows_it(keyed_stack, browser, tmp_pat
 
 
 def test_upload_page_shows_api_errors(keyed_stack, browser):
+    from playwright.sync_api import expect
+
     page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"http://127.0.0.1:{keyed_stack.port}/")
     page.set_input_files("#file", str(CORPUS / "bad" / "text.png"))
     page.fill("#key", KEY)
     page.click("#submit")
-    page.wait_for_selector("#status.error", timeout=15_000)
-    assert "unsupported_image_format" in page.text_content("#status")
+    expect(page.locator("#status")).to_contain_text("unsupported_image_format", timeout=15_000)
+    expect(page.locator("#status")).to_have_class("error")
     page.fill("#key", "wrong")
     page.set_input_files("#file", str(CORPUS / "good" / "hopper.jpg"))
     page.click("#submit")
-    page.wait_for_function("document.getElementById('status').textContent.includes('unauthorized')",
-                           timeout=15_000)
+    expect(page.locator("#status")).to_contain_text("unauthorized", timeout=15_000)
+    assert not [e for e in errors if "Content Security Policy" in e], errors
     page.close()
