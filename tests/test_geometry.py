@@ -24,6 +24,9 @@ def test_contain_keeps_the_aspect_ratio_inside_the_box():
 def test_one_side_given_the_other_follows_the_aspect_ratio():
     assert plan((400, 300), spec(width=200), MAX).canvas == (200, 150)
     assert plan((400, 300), spec(height=30), MAX).canvas == (40, 30)
+    # the side asked for is exact even when the other one rounds (731.43 -> 731 must not pull 1024 to 1023)
+    assert plan((7000, 5000), spec(width=1024), MAX).canvas == (1024, 731)
+    assert plan((5000, 7000), spec(height=1024), MAX).canvas == (731, 1024)
 
 
 def test_no_enlarging_unless_asked():
@@ -85,3 +88,14 @@ def test_geometry_properties(src_w, src_h, width, height, fit, enlarge, gravity)
             assert max(lo_x, lo_y) <= min(hi_x, hi_y) + 1e-9
     if not enlarge and fit != "pad":
         assert cw <= max(src_w, 1) and ch <= max(src_h, 1)
+    # one side given: that side is exact (within the size limit, and the source when not enlarging)
+    if (width is None) != (height is None) and fit != "fill":
+        asked, got, src, other = (width, cw, src_w, src_h) if width is not None else (height, ch, src_h, src_w)
+        if fit == "pad":  # the canvas is the box; the content is not enlarged inside it
+            if asked * other / src <= MAX:
+                assert got == asked
+        elif not enlarge and asked >= src:
+            if max(src_w, src_h) <= MAX:
+                assert (cw, ch) == (src_w, src_h)
+        elif asked * other / src <= MAX:  # the free side fits: no shrink to the limit
+            assert got == asked

@@ -44,7 +44,8 @@ class Plan:
 
 def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
     src_w, src_h = source
-    box_w, box_h = _box(src_w, src_h, spec.width, spec.height, max_dimension)
+    exact_w, exact_h = _box(src_w, src_h, spec.width, spec.height, max_dimension)
+    box_w, box_h = _side(exact_w, max_dimension), _side(exact_h, max_dimension)
     full = (0.0, 0.0, float(src_w), float(src_h))
     gx, gy = _GRAVITY[spec.gravity]
 
@@ -61,8 +62,9 @@ def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
         x0, y0 = (src_w - crop_w) * gx, (src_h - crop_h) * gy
         return Plan(source, (x0, y0, x0 + crop_w, y0 + crop_h), (box_w, box_h), (box_w, box_h), (0, 0))
 
-    # contain and pad: the whole image inside the box, aspect ratio kept
-    scale = min(box_w / src_w, box_h / src_h)
+    # contain and pad: the whole image inside the box, aspect ratio kept.  The scale comes from the
+    # unrounded box, so a side that was asked for is met exactly (7000x5000 at width 1024 -> 1024x731).
+    scale = min(exact_w / src_w, exact_h / src_h)
     if not spec.enlarge:
         scale = min(scale, 1.0)
     content = (_side(src_w * scale, box_w), _side(src_h * scale, box_h))
@@ -72,10 +74,10 @@ def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
     return Plan(source, full, content, (box_w, box_h), offset)
 
 
-def _box(src_w: int, src_h: int, width: int | None, height: int | None, max_dim: int) -> tuple[int, int]:
-    """The target box; a missing side follows the source's aspect ratio, within max_dim."""
+def _box(src_w: int, src_h: int, width: int | None, height: int | None, max_dim: int) -> tuple[float, float]:
+    """The target box, unrounded; a missing side follows the source's aspect ratio, within max_dim."""
     if width is not None and height is not None:
-        return width, height
+        return float(width), float(height)
     if width is not None:
         height_f = src_h * width / src_w
         width_f = float(width)
@@ -84,7 +86,7 @@ def _box(src_w: int, src_h: int, width: int | None, height: int | None, max_dim:
         width_f = src_w * height / src_h
         height_f = float(height)
     shrink = min(1.0, max_dim / width_f, max_dim / height_f)
-    return _side(width_f * shrink, max_dim), _side(height_f * shrink, max_dim)
+    return width_f * shrink, height_f * shrink
 
 
 def _side(value: float, limit: int) -> int:
