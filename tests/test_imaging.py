@@ -11,7 +11,7 @@ from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from bench.images import jpeg as photo_jpeg
 from resizer.errors import CorruptImage, ImageTooLarge, MissingImage, UnsupportedImageFormat
-from resizer.imaging import ImageLimits, process
+from resizer.imaging import ImageLimits, process, steps
 from resizer.imaging.formats import open_image
 from resizer.options import Limits, parse_options
 from tests.conftest import BAD, CORPUS, image_bytes
@@ -298,7 +298,8 @@ def test_variants_come_from_one_upload():
 
 
 # -- quality: the fast path must not degrade the picture ---------------------------------------------
-def test_downscale_quality_matches_a_reference_resample():
+@pytest.mark.parametrize("width", [300, 600, 1000, 1400])  # decoded at 1/8, 1/4, 3/8 and 1/2
+def test_downscale_quality_matches_a_reference_resample(width):
     """Shrink-on-load + bicubic against full decode + Lanczos: PSNR must stay above 40 dB.
 
     40 dB is where differences stop being visible (JPEG at quality 85 itself
@@ -306,12 +307,46 @@ def test_downscale_quality_matches_a_reference_resample():
     scores far below, as the second assertion shows.
     """
     data = photo_jpeg(3000, 2000)
-    (out,) = run(data, width=600, format="png")
+    (out,) = run(data, width=width, format="png")
     ours = decode(out)
     full = Image.open(io.BytesIO(data))
     reference = full.resize(ours.size, Image.Resampling.LANCZOS)
     assert psnr(ours, reference) > 40
     assert psnr(full.resize(ours.size, Image.Resampling.NEAREST), reference) < 40
+
+
+@pytest.mark.parametrize("source, width, decoded", [
+    ((3000, 2000), 300, (375, 250)),     # 1/8
+    ((3000, 2000), 600, (750, 500)),     # 1/4
+    ((3000, 2000), 1000, (1125, 750)),   # 3/8: between 1/4 (too small) and 1/2
+    ((4001, 2999), 1024, (1501, 1125)),  # 3/8, sides that do not divide: libjpeg rounds up
+    ((3000, 2000), 1400, (1500, 1000)),  # 1/2
+    ((3000, 2000), 1600, (3000, 2000)),  # over 1/2: full decode
+])
+def test_shrink_on_load_decodes_the_smallest_scale_that_keeps_the_detail(source, width, decoded):
+    data = photo_jpeg(*source)
+    image = steps.shrink_on_load(Image.open(io.BytesIO(data)), width / source[0])
+    image.load()
+    assert image.size == decoded and decoded[0] >= width
+    # the decoder really produced that size: the pixels line up with a full decode scaled down
+    reference = Image.open(io.BytesIO(data)).resize(decoded, Image.Resampling.LANCZOS)
+    assert psnr(image, reference) > 35
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("box", [(0.0, 0.0, 1500.0, 1125.0), (100.5, 37.25, 1400.0, 1100.0)])
+def test_banded_resize_matches_one_pass(mode, box):
+    """Resizing a band of rows at a time (to skip Pillow's big intermediate) gives the same picture."""
+    source = Image.open(io.BytesIO(photo_jpeg(1500, 1125))).convert(mode)
+    size = (1024, 700)
+    assert steps._worth_banding(source, size, box)
+    whole = source.resize(size, Image.Resampling.BICUBIC, box=box)
+    banded = steps._resize_in_bands(source, size, box)
+    assert banded.mode == whole.mode and banded.size == whole.size
+    extrema = ImageChops.difference(banded, whole).getextrema()
+    bands = [extrema] if mode == "L" else extrema  # one (min, max) pair per band of the image
+    assert max(hi for _, hi in bands) <= 2  # float rounding only
+    assert psnr(banded.convert("RGB"), whole.convert("RGB")) > 50
 
 
 # -- broken input --------------------------------------------------------------------------------------
