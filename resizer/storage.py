@@ -71,6 +71,18 @@ class Storage:
     def delete(self, key: str) -> None:
         self._call("delete", key)
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete up to 1000 keys in one request (missing keys are not an error)."""
+        try:
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"Object storage failed ({_describe(exc)}).") from None
+        errors = [e for e in response.get("Errors", []) if e.get("Code") not in _MISSING]
+        if errors:
+            raise StorageUnavailable(f"Object storage refused to delete {len(errors)} object(s): "
+                                     f"{errors[0].get('Code')} {errors[0].get('Message', '')}".strip())
+
     def exists(self, key: str) -> bool:
         try:
             self._call("head", key)

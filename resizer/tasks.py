@@ -7,8 +7,8 @@ the manifest: the earlier run finished and only its bookkeeping was lost.
 
 Errors are classified once here.  Permanent ones (the image's fault) end the
 job at once: no retry, a failure manifest so the answer outlives Redis, the
-original removed.  Transient ones (storage, Redis) propagate so RQ retries
-them with backoff.
+original handed to the reaper for deletion.  Transient ones (storage, Redis)
+propagate so RQ retries them with backoff.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .jobs import isoformat, publish_result, utcnow
 from .logs import request_id as request_id_var
 from .metrics import record_job
 from .options import JobSpec
+from .reaper import Reaper
 from .storage import Storage, manifest_key, original_key, output_key
 
 log = logging.getLogger("resizer.worker")
@@ -44,6 +45,7 @@ class WorkerContext:
     storage: Storage
     limits: ImageLimits
     pool: ThreadPoolExecutor  # for concurrent storage calls within a job
+    reaper: Reaper  # deletes finished jobs' originals in batches
 
 
 _context: WorkerContext | None = None
@@ -54,11 +56,13 @@ def context() -> WorkerContext:
     global _context
     if _context is None:
         settings = Settings.from_env()
+        storage = Storage(settings)
         _context = WorkerContext(
             settings=settings,
-            storage=Storage(settings),
+            storage=storage,
             limits=ImageLimits(settings.max_input_pixels, settings.max_output_dimension, settings.max_frames),
             pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="storage"),
+            reaper=Reaper(storage),
         )
     return _context
 
@@ -128,8 +132,9 @@ def _run(
     t2 = time.perf_counter()
     keys = [output_key(tenant, token, out.name, out.format.ext) for out in outputs]
     # Storage round trips are most of a small job's time: outputs go up in
-    # parallel, then the manifest, the original's removal and the Redis result
-    # together (the manifest only once every output it names exists).
+    # parallel, then the manifest and the Redis result together (the manifest
+    # only once every output it names exists); the original goes to the
+    # reaper, which deletes many in one request.
     _all(ctx, [(ctx.storage.put, key, out.data, out.format.mime) for key, out in zip(keys, outputs)])
     variants = {
         out.name: {"key": key, "width": out.width, "height": out.height, "format": out.format.name,
@@ -137,8 +142,9 @@ def _run(
         for key, out in zip(keys, outputs)
     }
     manifest = {"status": "SUCCESS", "created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants}
-    _all(ctx, [(_write_manifest, ctx, tenant, token, manifest), (_forget_original, ctx, token),
+    _all(ctx, [(_write_manifest, ctx, tenant, token, manifest),
                (_publish, job, tenant, token, manifest, ctx.settings.result_ttl)])
+    ctx.reaper.add(original_key(token))
     t3 = time.perf_counter()
     stages = {"download": t1 - t0, "decode_resize": t2 - t1 - stats.get("encode", 0.0),
               "encode": stats.get("encode", 0.0), "upload": t3 - t2}
@@ -196,8 +202,9 @@ def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError,
     _note(job, error)
     manifest = {"status": "FAILURE", "created_at": created_at, "finished_at": isoformat(utcnow()), "error": error.to_dict()}
     try:
-        _all(ctx, [(_write_manifest, ctx, tenant, token, manifest), (_forget_original, ctx, token)])
+        _write_manifest(ctx, tenant, token, manifest)
         _publish(job, tenant, token, manifest, ctx.settings.result_ttl)
+        ctx.reaper.add(original_key(token))
     except (ResizerError, redis.exceptions.RedisError) as exc:
         log.warning("job %s: could not record the failure: %s", token, exc)
 
@@ -214,10 +221,3 @@ def _note(job, error: ResizerError) -> None:
 
 def _write_manifest(ctx: WorkerContext, tenant: str, token: str, manifest: dict[str, Any]) -> None:
     ctx.storage.put(manifest_key(tenant, token), json.dumps(manifest).encode(), "application/json")
-
-
-def _forget_original(ctx: WorkerContext, token: str) -> None:
-    try:
-        ctx.storage.delete(original_key(token))
-    except ResizerError as exc:  # the lifecycle rule on originals/ collects it later
-        log.warning("job %s: original not deleted: %s", token, exc.message)

@@ -87,3 +87,4 @@ def test_one_request_id_in_api_and_worker_logs(observed):
     assert all({"time", "level", "logger", "message"} <= set(e) for e in app_lines + worker_lines)
     access = [e for e in api_lines if e.get("logger") == "access"]
     assert any(e["status"] == 202 and "POST /api/v1/resize" in e["request"] for e in access)
+

@@ -47,3 +47,38 @@ def test_key_layout_is_deterministic():
     assert original_key("t") == "originals/t"
     assert output_key("public", "t", "thumb", "webp") == "outputs/public/t/thumb.webp"
     assert manifest_key("public", "t") == "outputs/public/t/manifest.json"
+
+
+def test_delete_many_removes_keys_and_ignores_missing_ones(s3):
+    for key in ("originals/a", "originals/b", "outputs/keep"):
+        s3.put(key, b"x", "image/png")
+    s3.delete_many(["originals/a", "originals/b", "originals/never-existed"])
+    assert s3.get("originals/a") is None and s3.get("originals/b") is None
+    assert s3.get("outputs/keep") == b"x"
+
+
+def test_reaper_deletes_in_batches_and_keeps_keys_while_storage_is_down(s3, monkeypatch):
+    from resizer import reaper as reaper_module
+
+    monkeypatch.setattr(reaper_module, "MAX_BATCH", 2)
+    calls = []
+    real = s3.delete_many
+    monkeypatch.setattr(s3, "delete_many", lambda keys: (calls.append(list(keys)), real(keys)))
+    reaper = reaper_module.Reaper(s3, interval=3600)  # flushed by hand here
+    for n in range(5):
+        s3.put(f"originals/{n}", b"x", "image/png")
+        reaper.add(f"originals/{n}")
+    reaper.flush()
+    assert calls == [["originals/0", "originals/1"], ["originals/2", "originals/3"], ["originals/4"]]
+    assert all(s3.get(f"originals/{n}") is None for n in range(5)) and reaper.pending() == 0
+
+    def down(keys):
+        raise StorageUnavailable("Object storage is unreachable (test).")
+    monkeypatch.setattr(s3, "delete_many", down)
+    s3.put("originals/later", b"x", "image/png")
+    reaper.add("originals/later")
+    reaper.flush()  # logs, keeps the key for the next round
+    assert reaper.pending() == 1
+    monkeypatch.setattr(s3, "delete_many", real)
+    reaper.flush()
+    assert reaper.pending() == 0 and s3.get("originals/later") is None
