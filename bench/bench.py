@@ -304,9 +304,27 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
 
 
 # -- report --------------------------------------------------------------------------------------------
+def cpu_reference_ms() -> float:
+    """A fixed pure-Python loop: how fast this machine's CPU was during the run (lower is faster).
+
+    Shared virtual machines vary from day to day; runs are comparable only
+    when this figure is close.
+    """
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        sum(range(10_000_000))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
 def markdown(results: dict) -> str:
+    speed = ""
+    if "cpu_reference_ms" in results:
+        speed = (f" CPU reference (a fixed Python loop, lower is faster): {results['cpu_reference_ms']:.0f} ms"
+                 f" before the run, {results.get('cpu_reference_ms_after', float('nan')):.0f} ms after.")
     lines = [f"## Benchmark run {results['when']}", "",
-             f"{results['machine']}; {WORKERS} workers, {CLIENTS} concurrent clients.", ""]
+             f"{results['machine']}; {WORKERS} workers, {CLIENTS} concurrent clients.{speed}", ""]
     lines += ["### Kernel: decode + resize + encode (one process)", "",
               "| image | target | ours ms | naive ms | speed-up | ours peak MB | naive peak MB | memory ratio |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -352,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                      "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}", "smoke": smoke}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
+        results["cpu_reference_ms"] = cpu_reference_ms()
         images = make_images(smoke)
         print("1/6 kernel table (ours vs naive Pillow)...", flush=True)
         results["kernel"] = kernel_table(images, tmp, smoke)
@@ -401,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.stop()
 
+    results["cpu_reference_ms_after"] = cpu_reference_ms()
     table = markdown(results)
     print("\n" + table)
     args.out.mkdir(parents=True, exist_ok=True)
