@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry as RedisRetry
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -34,6 +34,7 @@ from .storage import Storage, manifest_key, original_key
 log = logging.getLogger(__name__)
 
 TASK = "resizer.tasks.resize_job"
+ON_FAILURE = "resizer.tasks.on_failure"  # RQ calls it for any failure, incl. a worker that died
 DEFAULT_TENANT = "public"
 IDEMPOTENCY_PREFIX = "resizer:idem:"
 # The worker's final record of a job (the manifest plus its owner), read by the
@@ -161,6 +162,7 @@ class Jobs:
                 failure_ttl=s.result_ttl,
                 ttl=None,
                 retry=retry_policy(s),
+                on_failure=Callback(ON_FAILURE),
                 meta={"tenant": tenant, "request_id": request_id},
                 description=f"resize {token} ({len(spec.outputs)} output{'s' if len(spec.outputs) > 1 else ''})",
             )

@@ -22,12 +22,13 @@ from typing import Any
 
 import redis
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from settings import Settings
 
 from . import webhooks
-from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError
+from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError, WorkerLost
 from .imaging import ImageLimits, process
 from .jobs import isoformat, publish_result, utcnow
 from .logs import request_id as request_id_var
@@ -77,6 +78,24 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
         return _resize(ctx, job, token, tenant, job_spec, created_at, request_id)
     finally:
         request_id_var.reset(request_context)  # later lines of this worker belong to no request
+
+
+def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ's failure callback: finish the record of a job whose worker died on its last attempt.
+
+    Failures raised inside the job are recorded by the job itself.  When a
+    worker is killed, RQ's maintenance finds the job abandoned and calls this;
+    on the final attempt the job ends here, so it gets what every other
+    ending gets: a failure manifest (the answer outlives Redis), the result
+    that wakes waiting clients, metrics, and its webhook.
+    """
+    if not (isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)) or job.retries_left:
+        return
+    ctx = context()
+    token, tenant, spec, _request_id = job.args
+    log.warning("job %s: its worker died on the last attempt", token)
+    _fail(ctx, job, token, tenant, WorkerLost(), isoformat(job.created_at))
+    _callback(ctx, job, token, tenant, JobSpec.from_dict(spec))
 
 
 def _resize(ctx: WorkerContext, job, token: str, tenant: str, job_spec: JobSpec, created_at: str | None,
