@@ -25,15 +25,16 @@ MAX_BATCH = 1000  # S3's limit per DeleteObjects request
 
 
 class Reaper:
-    def __init__(self, storage: Storage, interval: float = 1.0):
+    def __init__(self, storage: Storage, interval: float = 1.0, background: bool = True):
+        """``background=False``: no thread and no exit hook; the owner calls flush() (tests)."""
         self.storage = storage
         self.interval = interval
         self._keys: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
-        self._thread.start()
-        atexit.register(self.flush)
+        if background:
+            threading.Thread(target=self._loop, name="reaper", daemon=True).start()
+            atexit.register(self.flush)
 
     def add(self, key: str) -> None:
         with self._lock:

@@ -64,7 +64,7 @@ def test_reaper_deletes_in_batches_and_keeps_keys_while_storage_is_down(s3, monk
     calls = []
     real = s3.delete_many
     monkeypatch.setattr(s3, "delete_many", lambda keys: (calls.append(list(keys)), real(keys)))
-    reaper = reaper_module.Reaper(s3, interval=3600)  # flushed by hand here
+    reaper = reaper_module.Reaper(s3, background=False)  # flushed by hand here
     for n in range(5):
         s3.put(f"originals/{n}", b"x", "image/png")
         reaper.add(f"originals/{n}")
