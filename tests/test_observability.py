@@ -4,10 +4,16 @@ appears in both the API's and the worker's log records."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
+from resizer.local import ROOT
 from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +94,65 @@ def test_one_request_id_in_api_and_worker_logs(observed):
     access = [e for e in api_lines if e.get("logger") == "access"]
     assert any(e["status"] == 202 and "POST /api/v1/resize" in e["request"] for e in access)
 
+
+
+# -- scale-out ------------------------------------------------------------------------------
+def _can_set_hostname() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--uts", "true"], capture_output=True).returncode == 0
+
+
+def _worker_on_host(host: str, workdir, env: dict, log) -> subprocess.Popen:
+    """rq_worker.py as another machine would run it: its own hostname (a UTS namespace, when we may
+    make one) and its own working directory; Redis and S3 are all it shares with the rest."""
+    script = str(ROOT / "rq_worker.py")
+    if _can_set_hostname():
+        argv = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"', sys.executable, script]
+    else:  # no namespaces here: the name RQ would derive from that hostname
+        argv = [sys.executable, script, "--name", f"{host}.1"]
+    return subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_workers_on_two_hosts_share_the_queue(tmp_path):
+    from rq import Worker
+    from rq.job import Job
+
+    from resizer.jobs import make_redis
+    from settings import Settings
+
+    stack = start_stack(tmp_path / "stack", workers=0)  # API, Redis, S3: no resize worker of its own
+    procs, logs = [], []
+    try:
+        env = {k: v for k, v in stack.env.items() if k != "PYTHONPATH"}  # each "host" runs from its own folder
+        for host in ("host-a", "host-b"):
+            (tmp_path / host).mkdir()
+            logs.append(open(tmp_path / f"{host}.log", "w"))
+            procs.append(_worker_on_host(host, tmp_path / host, env, logs[-1]))
+        settings = Settings.from_env(stack.env)
+        redis = make_redis(settings)
+        end = time.monotonic() + 30
+        while len(Worker.all(connection=redis)) < 3 and time.monotonic() < end:  # two + the webhooks worker
+            time.sleep(0.2)
+        workers = [w for w in Worker.all(connection=redis) if settings.queue_name in w.queue_names()]
+        assert sorted(w.name.split(".")[0] for w in workers) == ["host-a", "host-b"], [w.name for w in workers]
+        if _can_set_hostname():  # really two hostnames, as RQ saw them
+            assert sorted(w.hostname for w in workers) == ["host-a", "host-b"]
+
+        api = Api(f"http://127.0.0.1:{stack.port}", stack)
+        tokens = [api.submit(image_bytes((1600, 1200)), width=64) for _ in range(16)]
+        assert all(api.wait(t)["status"] == "SUCCESS" for t in tokens)
+        took = {}
+        for token in tokens:
+            host = Job.fetch(token, connection=redis).worker_name.split(".")[0]
+            took[host] = took.get(host, 0) + 1
+        print(f"\njobs taken per host: {took}")
+        assert set(took) == {"host-a", "host-b"} and all(n >= 1 for n in took.values()), took
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        for log in logs:
+            log.close()
+        stack.stop()
