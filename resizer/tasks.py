@@ -220,10 +220,10 @@ def _fail(ctx: WorkerContext, job, token: str, tenant: str, error: ResizerError,
         job.retries_left = 0
     _note(job, error)
     manifest = {"status": "FAILURE", "created_at": created_at, "finished_at": isoformat(utcnow()), "error": error.to_dict()}
+    ctx.reaper.add(original_key(token))  # not retried, so not needed again, whatever happens below
     try:
         _write_manifest(ctx, tenant, token, manifest)
         _publish(job, tenant, token, manifest, ctx.settings.result_ttl)
-        ctx.reaper.add(original_key(token))
     except (ResizerError, redis.exceptions.RedisError) as exc:
         log.warning("job %s: could not record the failure: %s", token, exc)
 

@@ -147,50 +147,6 @@ def test_failed_job_is_reported_too(service):
     assert payload["status"] == "FAILURE" and payload["error"]["code"] == "corrupt_image"
 
 
-def test_a_job_whose_worker_dies_on_its_last_attempt_is_reported(tmp_path):
-    """No retries left and the worker SIGKILLed mid-job: RQ's maintenance ends the job, and the
-    client still hears of it (webhook), and the failure outlives Redis (manifest)."""
-    import signal
-
-    from bench.images import photo
-    from rq.job import Job
-
-    from resizer.jobs import make_redis
-    from resizer.storage import Storage, manifest_key
-    from settings import Settings
-
-    stack = start_stack(tmp_path, workers=2, API_KEYS=f"cli:{hash_key(KEY)}", WEBHOOK_SECRET=SECRET,
-                        WEBHOOK_ALLOWLIST="127.0.0.1", JOB_RETRIES="0")
-    stack.run_supervisor(interval=0.2)
-    try:
-        api = Api(f"http://127.0.0.1:{stack.port}", stack)
-        receiver = Receiver()
-        buf = io.BytesIO()
-        photo(4000, 3000).save(buf, "PNG", compress_level=1)  # seconds of CPU to re-encode at full size
-        r = api.post({"imageData": b64(buf.getvalue()), "width": 4000, "format": "png", "callback_url": receiver.url},
-                     headers={"Authorization": f"Bearer {KEY}"})
-        assert r.status_code == 202, r.text
-        token = r.json()["token"]
-        settings = Settings.from_env(stack.env)
-        redis = make_redis(settings)
-        end = time.monotonic() + 30
-        while (job := Job.fetch(token, connection=redis)).get_status() != "started" and time.monotonic() < end:
-            time.sleep(0.05)
-        pid = int(job.worker_name.rsplit(".", 1)[1])
-        stack.kill(next(n for n, p in stack.procs.items() if p.pid == pid), signal.SIGKILL)
-        (call,) = receiver.wait_for(1, deadline=120)
-        payload = json.loads(call["body"])
-        assert payload["token"] == token and payload["status"] == "FAILURE", payload
-        assert payload["error"]["code"] == "worker_lost"
-        assert call["headers"]["X-Resizer-Signature"] == sign(SECRET, call["headers"]["X-Resizer-Timestamp"], call["body"])
-        manifest = json.loads(Storage(settings).get(manifest_key("cli", token)))
-        assert manifest["status"] == "FAILURE" and manifest["error"]["code"] == "worker_lost"
-        time.sleep(2)
-        assert len(receiver.calls) == 1
-    finally:
-        stack.stop()
-
-
 def test_a_failing_receiver_gets_it_after_retries(service):
     _, api = service
     receiver = Receiver(fail_first=2)

@@ -7,6 +7,7 @@ because it breaks parts of it on purpose.
 from __future__ import annotations
 
 import io
+import json
 import signal
 import time
 
@@ -16,7 +17,7 @@ from rq.job import Job
 
 from bench.images import photo
 from resizer.jobs import make_redis
-from resizer.storage import Storage, original_key, output_prefix
+from resizer.storage import Storage, manifest_key, original_key, output_prefix
 from settings import Settings
 from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack
 
@@ -79,16 +80,21 @@ def eventually_empty(storage: Storage, prefix: str, within: float = 10) -> list[
     return left
 
 
+def kill_worker_running(stack, redis, token: str) -> str:
+    """SIGKILL the worker process that is running the job; its stack name is returned."""
+    pid = int(Job.fetch(token, connection=redis).worker_name.rsplit(".", 1)[1])  # "<host>.<pid>"
+    name = next(name for name, p in stack.procs.items() if p.pid == pid)
+    stack.kill(name, signal.SIGKILL)
+    return name
+
+
 def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, slow_png):
     stack, api = make_stack(workers=2)
     settings, redis, storage = clients(stack)
     token = api.submit(slow_png, **SLOW)
     wait_status(api, token, "IN_PROGRESS")
-    worker_name = Job.fetch(token, connection=redis).worker_name  # "<host>.<pid>"
-    pid = int(worker_name.rsplit(".", 1)[1])
-    proc = next(name for name, p in stack.procs.items() if p.pid == pid)
+    proc = kill_worker_running(stack, redis, token)
     killed_at = time.monotonic()
-    stack.kill(proc, signal.SIGKILL)
     body = api.wait(token, deadline=150)
     recovery = time.monotonic() - killed_at
     print(f"\nrecovered a SIGKILLed worker's job in {recovery:.1f} s "
@@ -101,6 +107,30 @@ def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, sl
     # the supervisor replaced the dead worker
     assert stack.procs[proc].alive() and stack.procs[proc].restarts >= 1
     assert Image.open(io.BytesIO(api.download(body["resized_image_url"]).content)).size == (4000, 3000)
+
+
+def test_a_job_whose_worker_dies_on_its_last_attempt_is_reported(make_stack, slow_png):
+    """No retries left and the worker SIGKILLed mid-job: RQ's maintenance ends the job, the client
+    still hears of it (webhook), and the failure outlives Redis (manifest)."""
+    from resizer.webhooks import sign
+    from tests.test_clients import Receiver
+
+    secret = "whsec-reliability"
+    stack, api = make_stack(workers=2, JOB_RETRIES="0", WEBHOOK_SECRET=secret, WEBHOOK_ALLOWLIST="127.0.0.1")
+    _, redis, storage = clients(stack)
+    receiver = Receiver()
+    token = api.submit(slow_png, **SLOW, callback_url=receiver.url)
+    wait_status(api, token, "IN_PROGRESS")
+    kill_worker_running(stack, redis, token)
+    (call,) = receiver.wait_for(1, deadline=120)
+    payload = json.loads(call["body"])
+    assert payload["token"] == token and payload["status"] == "FAILURE", payload
+    assert payload["error"]["code"] == "worker_lost"
+    assert call["headers"]["X-Resizer-Signature"] == sign(secret, call["headers"]["X-Resizer-Timestamp"], call["body"])
+    manifest = json.loads(storage.get(manifest_key("public", token)))
+    assert manifest["status"] == "FAILURE" and manifest["error"]["code"] == "worker_lost"
+    time.sleep(2)
+    assert len(receiver.calls) == 1
 
 
 def test_jobs_survive_a_storage_outage(make_stack):

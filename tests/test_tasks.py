@@ -1,7 +1,7 @@
 """The worker-side failure callback, without a worker: what it must leave alone.
 
 (What it does when a worker really dies on a job's last attempt is tested live
-in tests/test_clients.py.)
+in tests/test_reliability.py.)
 """
 
 from types import SimpleNamespace
