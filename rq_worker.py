@@ -30,16 +30,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rq_worker: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    from resizer import tasks, webhooks
-    from resizer.jobs import make_redis
+    from resizer import webhooks
+    from resizer.worker import ResizeWorker, context
+    from resizer.connections import make_redis
     from resizer.logs import configure_logging
-    from resizer.worker import ResizeWorker
 
     configure_logging(settings, "worker")
-    tasks.context()  # build storage clients and load Pillow now, not in the first job
+    context()  # build storage clients and load Pillow now, not in the first job
     connection = make_redis(settings, socket_timeout=None)
     ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval
     ResizeWorker.dead_after = settings.worker_dead_after
+    ResizeWorker.reconciles = args.queue == "resize"
     queue = settings.queue_name if args.queue == "resize" else webhooks.queue_name(settings)
     worker = ResizeWorker(
         [queue],

@@ -64,6 +64,11 @@ class Settings:
     worker_heartbeat_interval: int = 5
     worker_dead_after: int = 20
     maintenance_interval: int = 15
+    # Jobs Redis lost (crash before its AOF reached disk, failover, a Redis that came
+    # back empty) are queued again from their original in storage: how often a worker
+    # looks, and how old an original must be before a missing job counts as lost.
+    reconcile_interval: int = 30
+    reconcile_grace: int = 60
     # A worker runs jobs in its own process (no fork per job); it exits after
     # this many jobs and is restarted, so a leak in one job cannot grow forever.
     worker_max_jobs: int = 1000
@@ -203,6 +208,8 @@ _INT_RANGES = {
     "worker_heartbeat_interval": (1, 300),
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),
+    "reconcile_interval": (1, 3600),
+    "reconcile_grace": (1, 86_400),
     "trusted_proxies": (0, 5),
     "worker_max_jobs": (0, 10_000_000),
     "webhook_timeout": (1, 30),

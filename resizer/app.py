@@ -16,7 +16,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from settings import Settings
 
 from . import errors
-from .jobs import Jobs, make_redis
+from .connections import make_redis
+from .jobs import Jobs
 from .logs import request_id
 from .metrics import register_metrics
 from .security import register_security

@@ -1,10 +1,13 @@
-"""Jobs as the API sees them: submit (store original, enqueue) and status.
+"""Jobs as the API sees them: submit (store the original, enqueue) and status.
 
-The token is a random UUID4 and is also the RQ job id.  The job is enqueued by
-dotted path, so the web process never imports the imaging code.  A finished
-job's manifest (written by the worker next to its outputs) lets the status
-survive the queue's own record of the job: after RQ's result expires, or after
-Redis lost its data, SUCCESS is still answered with fresh presigned URLs.
+The token is a random UUID4 and is also the RQ job id.  A 202 means the job
+will end: the original and the job's arguments are in storage before the job
+is queued (see ``originals``), and where Redis can say so (``WAITAOF``, Redis
+7.2+ with an append-only file) the enqueue is on disk before the answer.
+
+Status reads, in order: the published result, RQ's job, the durable record in
+storage, and finally the original itself (a job Redis lost and the reconciler
+has not queued again yet is PENDING, not 404).
 """
 
 from __future__ import annotations
@@ -13,91 +16,32 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry as RedisRetry
-from rq import Callback, Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from settings import Settings
 
-from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable, WorkerLost
+from . import originals, records
+from .clock import isoformat
+from .connections import make_redis
+from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
-from .storage import Storage, manifest_key, original_key
+from .queueing import enqueue_resize
+from .records import DEFAULT_TENANT
+from .storage import Storage, original_key
 
 log = logging.getLogger(__name__)
 
-TASK = "resizer.tasks.resize_job"
-ON_FAILURE = "resizer.tasks.on_failure"  # RQ calls it for any failure, incl. a worker that died
-DEFAULT_TENANT = "public"
 IDEMPOTENCY_PREFIX = "resizer:idem:"
-# The worker's final record of a job (the manifest plus its owner), read by the
-# status endpoint before RQ's own record: one GET instead of two, and never
-# behind RQ's bookkeeping.  DONE is a list that long-polling requests wait on.
-RESULT_PREFIX = "resizer:result:"
-DONE_PREFIX = "resizer:done:"
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
-# The error of a failed job that recorded none: its worker died on every attempt.
-WORKER_LOST = WorkerLost().to_dict()
-
-_STATUS = {
-    JobStatus.QUEUED: "PENDING",
-    JobStatus.DEFERRED: "PENDING",
-    JobStatus.SCHEDULED: "PENDING",  # waiting for a retry
-    JobStatus.STARTED: "IN_PROGRESS",
-    JobStatus.FINISHED: "SUCCESS",
-    JobStatus.FAILED: "FAILURE",
-    JobStatus.STOPPED: "FAILURE",
-    JobStatus.CANCELED: "FAILURE",
-}
-
-
-def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> redis.Redis:
-    """A Redis client that fails fast when Redis is down instead of hanging a request."""
-    # redis-py's default retries with up to seconds of backoff; a request should
-    # rather fail in well under a second and let the client retry on 503.
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=1,
-        socket_timeout=socket_timeout,
-        health_check_interval=15,
-        retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-    )
-
-
-def retry_policy(settings: Settings) -> Retry | None:
-    """Transient failures are retried with a growing pause: 2 s, 10 s, 30 s, ..."""
-    if settings.job_retries == 0:
-        return None
-    intervals = [2, 10, 30, 60, 120][: settings.job_retries]
-    return Retry(max=settings.job_retries, interval=intervals)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def isoformat(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # RQ stores naive UTC datetimes
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def publish_result(connection: redis.Redis, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
-    """Record a finished job's outcome and wake whoever waits for it."""
-    with connection.pipeline() as pipe:
-        pipe.set(RESULT_PREFIX + token, json.dumps({**record, "tenant": tenant}), ex=ttl)
-        pipe.rpush(DONE_PREFIX + token, 1)
-        pipe.expire(DONE_PREFIX + token, 60)
-        pipe.execute()
+WAITAOF_TIMEOUT_MS = 1000
 
 
 @dataclass
@@ -107,14 +51,16 @@ class Submission:
 
 
 class Jobs:
-    def __init__(self, settings: Settings, connection: redis.Redis, storage: Storage, max_waiters: int = 4):
+    def __init__(self, settings: Settings, connection: redis.Redis, storage: Storage, max_waiters: int = 4,
+                 waiter: redis.Redis | None = None):
         self.settings = settings
         self.waiters = threading.BoundedSemaphore(max(1, max_waiters))
         self.redis = connection
         self.storage = storage
         self.queue = Queue(settings.queue_name, connection=connection)
         # Blocking waits need a socket timeout longer than the wait itself.
-        self.waiter = make_redis(settings, socket_timeout=MAX_WAIT + 5)
+        self.waiter = waiter or make_redis(settings, socket_timeout=MAX_WAIT + 5)
+        self._waitaof: tuple[float, bool] = (0.0, False)  # (checked at, supported)
 
     # -- submit ---------------------------------------------------------------
     def submit(
@@ -139,40 +85,50 @@ class Jobs:
                     raise IdempotencyConflict()
                 return Submission(earlier_token, created=False)
         try:
-            self.storage.put(original_key(token), image, content_type)
+            originals.stash(self.storage, token, image, content_type, tenant, spec.to_dict(), request_id)
             self._enqueue(token, tenant, spec, request_id)
         except BaseException:
             if idem is not None:
                 self._release(idem)
             raise
+        self._confirm_durable()
         return Submission(token, created=True)
 
     def _enqueue(self, token: str, tenant: str, spec: JobSpec, request_id: str | None) -> None:
-        s = self.settings
         try:
-            self.queue.enqueue(
-                TASK,
-                token,
-                tenant,
-                spec.to_dict(),
-                request_id,
-                job_id=token,
-                job_timeout=s.job_timeout,
-                result_ttl=s.result_ttl,
-                failure_ttl=s.result_ttl,
-                ttl=None,
-                retry=retry_policy(s),
-                on_failure=Callback(ON_FAILURE),
-                meta={"tenant": tenant, "request_id": request_id},
-                description=f"resize {token} ({len(spec.outputs)} output{'s' if len(spec.outputs) > 1 else ''})",
-            )
+            enqueue_resize(self.queue, self.settings, token, tenant, spec.to_dict(), request_id)
         except redis.exceptions.RedisError:
             # Do not leave an original behind that no job will ever pick up.
             try:
                 self.storage.delete(original_key(token))
             except ResizerError:
-                pass  # the lifecycle rule on originals/ collects it
+                pass  # the reconciler would queue it: harmless work nobody asked for; the lifecycle rule ends it
             raise
+
+    def _confirm_durable(self) -> None:
+        """Wait until the enqueue is in Redis's append-only file, where Redis can tell (7.2+).
+
+        Elsewhere the original in storage is what makes the job durable (the
+        reconciler queues it again if Redis lost it).
+        """
+        checked, supported = self._waitaof
+        if time.monotonic() - checked > 60:
+            supported = self._probe_waitaof()
+            self._waitaof = (time.monotonic(), supported)
+        if supported:
+            try:
+                self.redis.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+            except redis.exceptions.ResponseError as exc:  # AOF turned off since the probe
+                log.info("WAITAOF refused (%s); relying on storage for durability", exc)
+                self._waitaof = (time.monotonic(), False)
+
+    def _probe_waitaof(self) -> bool:
+        try:
+            info = self.redis.info("persistence")
+            version = tuple(int(p) for p in str(self.redis.info("server")["redis_version"]).split(".")[:2])
+        except (redis.exceptions.RedisError, ValueError, KeyError):
+            return False
+        return bool(info.get("aof_enabled")) and version >= (7, 2)
 
     def _claim(self, key: str, value: str) -> str | None:
         """Record ``value`` under ``key`` unless something is there; return what was there."""
@@ -195,29 +151,34 @@ class Jobs:
             uuid.UUID(token)
         except ValueError:
             raise NotFound("No job with this token.") from None
-        raw = self.redis.get(RESULT_PREFIX + token)
-        if raw is not None:
-            record = json.loads(raw)
-            if record.pop("tenant", DEFAULT_TENANT) == tenant:
-                return self._render(token, record)
+        record = records.read_result(self.redis, token, tenant)
+        if record is not None:
+            return self._render(token, record)
         job = self._fetch(token)
         if job is None or job.meta.get("tenant", DEFAULT_TENANT) != tenant:
-            manifest = self._manifest(tenant, token)
-            if manifest is None:
-                raise NotFound("No job with this token (or its results have expired).")
-            return self._render(token, manifest)
-        status = _STATUS.get(job.get_status(refresh=False), "PENDING")
+            return self._without_job(token, tenant)
+        status = records.STATUS.get(job.get_status(refresh=False), "PENDING")
         body: dict[str, Any] = {"status": status}
         if status == "SUCCESS":
-            manifest = job.return_value(refresh=True) or self._manifest(tenant, token)
-            if manifest is None:
+            record = job.return_value(refresh=True) or records.read_durable(self.storage, tenant, token)
+            if record is None:
                 raise ServiceUnavailable("The job's results are not readable right now.")
-            return self._render(token, manifest)
+            return self._render(token, record)
         if status == "FAILURE":
-            body["error"] = job.meta.get("error") or WORKER_LOST
+            body["error"] = job.meta.get("error") or records.WORKER_LOST
             body["finished_at"] = isoformat(job.ended_at)
         body["created_at"] = isoformat(job.created_at)
         return self._render(token, body)
+
+    def _without_job(self, token: str, tenant: str) -> dict[str, Any]:
+        """Redis knows nothing of the job: its durable record, or its original waiting to be queued again."""
+        record = records.read_durable(self.storage, tenant, token)
+        if record is not None:
+            return self._render(token, record)
+        waiting = originals.waiting(self.storage, token)
+        if waiting is not None and waiting.tenant == tenant:
+            return self._render(token, {"status": "PENDING"})
+        raise NotFound("No job with this token (or its results have expired).")
 
     def wait(self, token: str, seconds: float) -> None:
         """Block until the worker announces the job's end, or ``seconds`` pass.
@@ -229,7 +190,7 @@ class Jobs:
         if not self.waiters.acquire(blocking=False):
             return
         try:
-            key = DONE_PREFIX + token
+            key = records.DONE_PREFIX + token
             if self.waiter.blpop([key], timeout=seconds) is not None:
                 self.waiter.lpush(key, 1)  # leave it for anyone else waiting on the same job
                 self.waiter.expire(key, 60)
@@ -242,38 +203,8 @@ class Jobs:
         except NoSuchJobError:
             return None
 
-    def _manifest(self, tenant: str, token: str) -> dict[str, Any] | None:
-        raw = self.storage.get(manifest_key(tenant, token))
-        return json.loads(raw) if raw is not None else None
-
     def _render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
-        """The status body of the contract, with fresh presigned URLs for finished outputs."""
-        body: dict[str, Any] = {
-            "success": True,
-            "token": token,
-            "status": record["status"],
-            "resized_image_url": None,
-        }
-        if record["status"] == "SUCCESS":
-            ttl = self.settings.presigned_url_ttl
-            variants = {}
-            for name, out in record["variants"].items():
-                variants[name] = {
-                    "url": self.storage.presigned_url(out["key"], ttl),
-                    "width": out["width"],
-                    "height": out["height"],
-                    "format": out["format"],
-                    "bytes": out["bytes"],
-                }
-            body["resized_image_url"] = next(iter(variants.values()))["url"]
-            body["expires_at"] = isoformat(utcnow() + timedelta(seconds=ttl))
-            body["variants"] = variants
-        if record.get("error"):
-            body["error"] = record["error"]
-        for field in ("created_at", "finished_at"):
-            if record.get(field):
-                body[field] = record[field]
-        return body
+        return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)
 
 
 def _fingerprint(image: bytes, spec: JobSpec) -> str:

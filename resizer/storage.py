@@ -13,6 +13,8 @@ object is ``None`` from ``get``, never an exception.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from datetime import datetime
 
 import boto3
 from botocore.config import Config
@@ -56,9 +58,32 @@ class Storage:
         else:
             self.signer = self.client
 
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None) -> None:
-        extra = {"CacheControl": cache_control} if cache_control else {}
+    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None,
+            metadata: dict[str, str] | None = None) -> None:
+        """Store ``data``; ``metadata`` (ASCII, 2 KB in all) travels with the object as x-amz-meta-*."""
+        extra: dict = {"CacheControl": cache_control} if cache_control else {}
+        if metadata:
+            extra["Metadata"] = metadata
         self._call("put", key, Body=data, ContentType=content_type, **extra)
+
+    def head(self, key: str) -> dict | None:
+        """The object's metadata (names lower-cased) and ``last_modified``, or None if it does not exist."""
+        try:
+            response = self._call("head", key)
+        except _Missing:
+            return None
+        meta = {k.lower(): v for k, v in response.get("Metadata", {}).items()}
+        return {"metadata": meta, "last_modified": response.get("LastModified"), "bytes": response.get("ContentLength")}
+
+    def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """(key, last modified) of every object under ``prefix``."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"Object storage failed ({_describe(exc)}).") from None
 
     def get(self, key: str) -> bytes | None:
         try:

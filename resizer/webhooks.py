@@ -28,7 +28,9 @@ from rq import Queue, Retry, get_current_job
 
 from settings import Settings
 
+from . import records
 from .errors import InvalidParameter
+from .worker import context
 
 log = logging.getLogger("resizer.webhooks")
 SENT_PREFIX = "resizer:webhook-sent:"
@@ -92,17 +94,18 @@ def schedule(connection: redis.Redis, settings: Settings, token: str, tenant: st
 
 def deliver(token: str, tenant: str, url: str) -> int:
     """One delivery attempt; raising makes RQ retry it later."""
-    from . import tasks
-    from .jobs import Jobs
-
-    ctx = tasks.context()
+    ctx = context()
     settings = ctx.settings
     job = get_current_job()
     connection = job.connection if job is not None else None
     if connection is not None and connection.exists(SENT_PREFIX + token):
         return 0  # delivered already (the resize job was re-run after a crash)
     check_destination(url, settings)
-    body = Jobs(settings, connection, ctx.storage).status(token, tenant)
+    record = (records.read_result(connection, token, tenant) if connection is not None else None) \
+        or records.read_durable(ctx.storage, tenant, token)
+    if record is None:
+        raise RuntimeError(f"job {token} has no final record yet; will retry")
+    body = records.render(token, record, ctx.storage.presigned_url, settings.presigned_url_ttl)
     payload = json.dumps(body, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
     response = requests.post(

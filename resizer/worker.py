@@ -16,10 +16,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker
+
+from settings import Settings
+
+from .imaging import ImageLimits
+from .reaper import Reaper
+from .reconcile import reconcile
+from .storage import Storage
 
 log = logging.getLogger("resizer.worker")
 
@@ -27,6 +36,7 @@ log = logging.getLogger("resizer.worker")
 class ResizeWorker(SimpleWorker):
     heartbeat_interval: int = 5
     dead_after: int = 20
+    reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -41,6 +51,15 @@ class ResizeWorker(SimpleWorker):
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
 
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if not self.reconciles:
+            return
+        try:
+            reconcile(self.connection, context().storage, context().settings)
+        except Exception as exc:  # storage or Redis blip: the next maintenance pass tries again
+            log.warning("reconcile failed, will try again: %s", exc)
+
     def _beat(self, job: Job, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval):
             if self.execution is None:
@@ -49,3 +68,39 @@ class ResizeWorker(SimpleWorker):
                 self.maintain_heartbeats(job)
             except Exception as exc:  # Redis blip: the next beat tries again
                 log.warning("heartbeat for job %s failed: %s", job.id, exc)
+
+
+# -- what a worker process builds once ----------------------------------------------
+@dataclass
+class WorkerContext:
+    """Clients and settings built once per worker process, not once per job."""
+
+    settings: Settings
+    storage: Storage
+    limits: ImageLimits
+    pool: ThreadPoolExecutor  # for concurrent storage calls within a job
+    reaper: Reaper  # deletes finished jobs' originals in batches
+
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    global _context
+    if _context is None:
+        settings = Settings.from_env()
+        storage = Storage(settings)
+        _context = WorkerContext(
+            settings=settings,
+            storage=storage,
+            limits=ImageLimits(settings.max_input_pixels, settings.max_output_dimension, settings.max_frames),
+            pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="storage"),
+            reaper=Reaper(storage),
+        )
+    return _context
+
+
+def set_context(ctx: WorkerContext | None) -> None:
+    """Install a context built elsewhere (tests: fakes instead of real clients)."""
+    global _context
+    _context = ctx

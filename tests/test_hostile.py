@@ -73,7 +73,7 @@ def test_corrupt_image_is_not_retried(api):
     assert body["error"]["code"] == "corrupt_image"
     from rq.job import Job
 
-    from resizer.jobs import make_redis
+    from resizer.connections import make_redis
     from settings import Settings
 
     job = Job.fetch(token, connection=make_redis(Settings.from_env(api.stack.env)))

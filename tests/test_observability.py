@@ -118,7 +118,7 @@ def test_workers_on_two_hosts_share_the_queue(tmp_path):
     from rq import Worker
     from rq.job import Job
 
-    from resizer.jobs import make_redis
+    from resizer.connections import make_redis
     from settings import Settings
 
     stack = start_stack(tmp_path / "stack", workers=0)  # API, Redis, S3: no resize worker of its own

@@ -16,7 +16,7 @@ from PIL import Image
 from rq.job import Job
 
 from bench.images import photo
-from resizer.jobs import make_redis
+from resizer.connections import make_redis
 from resizer.storage import Storage, manifest_key, original_key, output_prefix
 from settings import Settings
 from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack

@@ -1,16 +1,189 @@
-"""The worker-side failure callback, without a worker: what it must leave alone.
+"""The worker's job without a worker: how each way a job can end is classified and recorded.
 
-(What it does when a worker really dies on a job's last attempt is tested live
-in tests/test_reliability.py.)
+Every ending (success, permanent failure, timeout, a transient failure on the
+last attempt, a worker lost on the last attempt, a bug) must leave the same
+four things: the durable record in storage, the published result in Redis
+(which wakes long-polling clients), the metric, and the queued webhook.  A
+transient failure with attempts left must leave none of them, only a retry.
+(What happens when a worker really dies is tested live in test_reliability.py.)
 """
 
-from types import SimpleNamespace
+from __future__ import annotations
 
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import fakeredis
 import pytest
+from PIL import Image
 from rq.exceptions import AbandonedJobError
+from rq.timeouts import JobTimeoutException
 
-from resizer import tasks
-from resizer.errors import CorruptImage
+from resizer import records, tasks
+from resizer.errors import StorageUnavailable
+from resizer.imaging import ImageLimits
+from resizer.metrics import PREFIX as METRICS
+from resizer.options import Limits, parse_options
+from resizer.reaper import Reaper
+from resizer.storage import manifest_key, original_key
+from resizer.worker import WorkerContext
+from settings import Settings
+
+from fakes import FakeStorage, fake_job
+
+TOKEN = "0b5e1f3c-6d0a-4c47-9f0e-2b0c8a1e9d11"
+TENANT = "acme"
+
+
+def png(size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def ctx():
+    settings = Settings.from_env({"APP_ENV": "testing", "WEBHOOK_SECRET": "s"})
+    storage = FakeStorage()
+    context = WorkerContext(settings=settings, storage=storage, limits=ImageLimits(10**8, 8192, 300),
+                            pool=ThreadPoolExecutor(2), reaper=Reaper(storage, background=False))
+    yield context
+    context.pool.shutdown()
+
+
+@pytest.fixture
+def connection():
+    return fakeredis.FakeRedis()
+
+
+def spec(callback: str | None = "https://hooks.example.com/done", **options):
+    return parse_options({"width": 20, **options, **({"callback_url": callback} if callback else {})}, Limits())
+
+
+def submit(ctx, data: bytes) -> None:
+    ctx.storage.put(original_key(TOKEN), data, "image/png")
+
+
+def outcome(ctx, connection) -> dict:
+    """Everything an ending leaves behind, read back."""
+    durable = ctx.storage.objects.get(manifest_key(TENANT, TOKEN))
+    return {
+        "durable": json.loads(durable[0]) if durable else None,
+        "published": records.read_result(connection, TOKEN, TENANT),
+        "woken": connection.llen(records.DONE_PREFIX + TOKEN),
+        "metrics": {k.decode(): int(v) for k, v in connection.hgetall(METRICS + "jobs").items()},
+        "webhooks": connection.llen(f"rq:queue:{ctx.settings.queue_name}-webhooks"),
+        "reaped": ctx.reaper.pending(),
+    }
+
+
+def run(ctx, connection, job_spec, *, retries_left=2):
+    job = fake_job(connection, TOKEN, TENANT, job_spec.to_dict(), retries_left=retries_left)
+    return job, tasks.run(ctx, job, TOKEN, TENANT, job_spec, None)
+
+
+def test_success_leaves_outputs_record_result_metric_and_webhook(ctx, connection):
+    submit(ctx, png())
+    _, record = run(ctx, connection, spec())
+    seen = outcome(ctx, connection)
+    assert record["status"] == "SUCCESS" and record["variants"]["default"]["width"] == 20
+    assert seen["durable"]["variants"] == record["variants"] == seen["published"]["variants"]
+    assert seen["woken"] == 1 and seen["metrics"] == {"success|": 1}
+    assert seen["webhooks"] == 1 and seen["reaped"] == 1
+    key = record["variants"]["default"]["key"]
+    assert Image.open(io.BytesIO(ctx.storage.objects[key][0])).size == (20, 15)
+
+
+def test_no_webhook_without_a_callback_url(ctx, connection):
+    submit(ctx, png())
+    run(ctx, connection, spec(callback=None))
+    assert outcome(ctx, connection)["webhooks"] == 0
+
+
+def assert_failed(ctx, connection, job, code: str) -> None:
+    seen = outcome(ctx, connection)
+    assert seen["published"]["status"] == "FAILURE" and seen["published"]["error"]["code"] == code
+    assert seen["woken"] == 1
+    assert seen["metrics"] == {f"failure|{code}": 1}
+    assert seen["webhooks"] == 1
+    assert job.retries_left == 0 and job.meta["error"]["code"] == code
+
+
+def test_a_corrupt_image_fails_at_once_with_every_record(ctx, connection):
+    submit(ctx, png()[:60])  # the header survives, the pixels do not
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict())
+    with pytest.raises(Exception):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert_failed(ctx, connection, job, "corrupt_image")
+    assert outcome(ctx, connection)["durable"]["error"]["code"] == "corrupt_image"
+
+
+def test_a_timeout_ends_the_job(ctx, connection, monkeypatch):
+    submit(ctx, png())
+
+    def slow(*args, **kwargs):
+        raise JobTimeoutException("too slow")
+
+    monkeypatch.setattr(tasks, "process", slow)
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict())
+    with pytest.raises(JobTimeoutException):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert_failed(ctx, connection, job, "processing_timeout")
+
+
+def test_a_bug_ends_the_job_as_internal_error(ctx, connection, monkeypatch):
+    submit(ctx, png())
+    monkeypatch.setattr(tasks, "process", lambda *a, **k: 1 / 0)
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict())
+    with pytest.raises(ZeroDivisionError):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert_failed(ctx, connection, job, "internal_error")
+
+
+def test_a_transient_failure_with_attempts_left_is_only_a_retry(ctx, connection):
+    submit(ctx, png())
+    ctx.storage.down = True
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=2)
+    with pytest.raises(StorageUnavailable):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    seen = outcome(ctx, connection)
+    assert seen["published"] is None and seen["woken"] == 0 and seen["webhooks"] == 0
+    assert seen["metrics"] == {"retry|storage_unavailable": 1}
+    assert job.retries_left == 2 and job.meta["error"]["code"] == "storage_unavailable"
+
+
+def test_a_transient_failure_on_the_last_attempt_ends_the_job(ctx, connection):
+    submit(ctx, png())
+    ctx.storage.down = True  # down through every retry: this is the last one
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    with pytest.raises(StorageUnavailable):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert_failed(ctx, connection, job, "storage_unavailable")
+
+
+def test_a_transient_failure_on_the_last_attempt_keeps_a_record_that_outlives_redis(ctx, connection):
+    submit(ctx, png())
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    real_put = ctx.storage.put
+
+    def outputs_fail(key, *args, **kwargs):  # storage refuses the outputs, then comes back for the record
+        if "/default." in key:
+            raise StorageUnavailable("Object storage is unreachable (fake).")
+        return real_put(key, *args, **kwargs)
+
+    ctx.storage.put = outputs_fail
+    with pytest.raises(StorageUnavailable):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert outcome(ctx, connection)["durable"]["error"]["code"] == "storage_unavailable"
+
+
+def test_a_worker_lost_on_the_last_attempt_is_ended_by_the_failure_callback(ctx, connection, monkeypatch):
+    monkeypatch.setattr(tasks, "context", lambda: ctx)
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    tasks.on_failure(job, connection, AbandonedJobError, AbandonedJobError(), None)
+    assert_failed(ctx, connection, job, "worker_lost")
+    assert outcome(ctx, connection)["durable"]["error"]["code"] == "worker_lost"
 
 
 @pytest.fixture
@@ -20,25 +193,21 @@ def no_context(monkeypatch):
     monkeypatch.setattr(tasks, "context", refuse)
 
 
-def test_failures_the_job_records_itself_are_left_alone(no_context):
-    job = SimpleNamespace(retries_left=0, args=("t", "public", {}, None))
-    tasks.on_failure(job, None, CorruptImage, CorruptImage("x"), None)
-    tasks.on_failure(job, None, ValueError, ValueError("x"), None)
+def test_failures_the_job_records_itself_are_left_to_the_job(no_context, connection):
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    tasks.on_failure(job, connection, StorageUnavailable, StorageUnavailable(), None)
+    tasks.on_failure(job, connection, ValueError, ValueError("x"), None)
 
 
-def test_an_abandoned_job_with_retries_left_is_left_to_rq(no_context):
-    job = SimpleNamespace(retries_left=2, args=("t", "public", {}, None))
-    tasks.on_failure(job, None, AbandonedJobError, AbandonedJobError(), None)
+def test_an_abandoned_job_with_retries_left_is_left_to_rq(no_context, connection):
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=2)
+    tasks.on_failure(job, connection, AbandonedJobError, AbandonedJobError(), None)
 
 
-def test_an_abandoned_job_on_its_last_attempt_is_ended(monkeypatch):
-    ended = []
-    monkeypatch.setattr(tasks, "context", lambda: "ctx")
-    monkeypatch.setattr(tasks, "_fail", lambda ctx, job, token, tenant, error, created: ended.append((token, error.code)))
-    monkeypatch.setattr(tasks, "_callback", lambda ctx, job, token, tenant, spec: ended.append(("callback", token)))
-    from resizer.options import Limits, parse_options
-
-    spec = parse_options({"width": 10}, Limits()).to_dict()
-    job = SimpleNamespace(retries_left=None, args=("tok", "public", spec, None), created_at=None)
-    tasks.on_failure(job, None, AbandonedJobError, AbandonedJobError(), None)
-    assert ended == [("tok", "worker_lost"), ("callback", "tok")]
+def test_a_rerun_after_the_original_was_reaped_returns_the_earlier_success(ctx, connection):
+    submit(ctx, png())
+    _, first = run(ctx, connection, spec())
+    ctx.reaper.flush()
+    assert original_key(TOKEN) not in ctx.storage.objects
+    _, again = run(ctx, connection, spec())
+    assert again["variants"] == first["variants"]

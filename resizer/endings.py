@@ -1,0 +1,107 @@
+"""The one way a job ends: ``end()``.
+
+Success, a permanent failure, a timeout, a transient failure on the last
+attempt and a worker lost on the last attempt all end here, in the same order:
+
+1. the durable record in storage (the answer outlives Redis);
+2. the published result in Redis (wakes long-polling clients);
+3. the metric (``success`` or ``failure`` with the error's code);
+4. the completion webhook, queued (delivered by its own worker);
+5. the original, handed to the reaper (no attempt will need it again).
+
+A success whose durable record cannot be written has not ended: the error
+propagates and the job is retried (outputs are idempotent).  A failure is
+recorded as far as it can be: each step that fails is logged and the next
+one still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from . import records, webhooks
+from .clock import isoformat, utcnow
+from .errors import ResizerError
+from .metrics import record_job
+from .storage import original_key
+from .worker import WorkerContext
+
+log = logging.getLogger("resizer.worker")
+
+
+def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
+        record: dict[str, Any], stages: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record."""
+    success = record["status"] == "SUCCESS"
+    try:
+        records.write_durable(ctx.storage, tenant, token, record)
+    except ResizerError as exc:
+        if success:
+            raise  # not ended: retried (outputs are idempotent), or failed as storage_unavailable
+        log.warning("job %s: could not store the failure record: %s", token, exc.message)
+    _publish(job, token, tenant, record, ctx.settings.result_ttl)
+    error = record.get("error") or {}
+    metric(job, "success" if success else "failure", error.get("code", ""), stages or {})
+    _webhook(ctx, job, token, tenant, callback_url)
+    ctx.reaper.add(original_key(token))  # no attempt will need it again
+    return record
+
+
+def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
+            record: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
+    """End the job with its outputs (``record`` has ``variants``, times, ...)."""
+    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages)
+
+
+def fail(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,
+         created_at: str | None) -> dict[str, Any]:
+    """End the job as FAILURE with ``error``: no retry after this."""
+    log.info("job %s failed: %s: %s", token, error.code, error.message)
+    if job is not None:
+        job.retries_left = 0  # read by RQ when it handles the exception the job raises next
+    note(job, error)
+    record = {"status": "FAILURE", "created_at": created_at, "finished_at": isoformat(utcnow()),
+              "error": error.to_dict()}
+    return end(ctx, job, token, tenant, callback_url, record)
+
+
+def note(job, error: ResizerError) -> None:
+    """Keep the latest error on RQ's job (shown while a retry waits, and by rq-dashboard)."""
+    if job is None:
+        return
+    job.meta["error"] = error.to_dict()
+    try:
+        job.save_meta()
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: could not save the error: %s", job.id, exc)
+
+
+def metric(job, outcome: str, code: str, stages: dict[str, float]) -> None:
+    if job is None:
+        return
+    try:
+        record_job(job.connection, outcome, code, stages)
+    except redis.exceptions.RedisError as exc:  # metrics must never fail a job
+        log.warning("metrics not recorded: %s", exc)
+
+
+def _publish(job, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
+    if job is None:
+        return
+    try:
+        records.publish(job.connection, token, tenant, record, ttl)
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: result not published: %s", token, exc)
+
+
+def _webhook(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None) -> None:
+    """Queue the completion webhook; its delivery (and retries) never runs in this job."""
+    if not callback_url or job is None:
+        return
+    try:
+        webhooks.schedule(job.connection, ctx.settings, token, tenant, callback_url)
+    except redis.exceptions.RedisError as exc:
+        log.warning("job %s: webhook not queued: %s", token, exc)

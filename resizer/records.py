@@ -1,0 +1,104 @@
+"""A job's records, shared by the API (status) and the worker (endings, webhooks).
+
+Three places hold what is known of a job, read in this order by the status endpoint:
+- the *result* in Redis (``resizer:result:<token>``): the final record, written
+  once when the job ends, with the owner; one GET answers a finished job;
+- RQ's own job hash while the job is queued or running;
+- the *durable record* in storage next to the outputs (``manifest.json``): the
+  same final record, so the answer outlives Redis (flushed, failed over, expired).
+
+``DONE_PREFIX`` is a list that long-polling requests block on; publishing a
+result pushes to it.  ``render`` turns any record into the contract's status body
+with fresh presigned URLs.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any, Callable
+
+import redis
+from rq.job import JobStatus
+
+from .clock import isoformat, utcnow
+from .errors import WorkerLost
+from .storage import Storage, manifest_key
+
+RESULT_PREFIX = "resizer:result:"
+DONE_PREFIX = "resizer:done:"
+DEFAULT_TENANT = "public"
+# The error of a failed job that recorded none: its worker died on every attempt.
+WORKER_LOST = WorkerLost().to_dict()
+
+# RQ's states as the contract names them.
+STATUS = {
+    JobStatus.QUEUED: "PENDING",
+    JobStatus.DEFERRED: "PENDING",
+    JobStatus.SCHEDULED: "PENDING",  # waiting for a retry
+    JobStatus.STARTED: "IN_PROGRESS",
+    JobStatus.FINISHED: "SUCCESS",
+    JobStatus.FAILED: "FAILURE",
+    JobStatus.STOPPED: "FAILURE",
+    JobStatus.CANCELED: "FAILURE",
+}
+
+
+def publish(connection: redis.Redis, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
+    """Record a finished job's outcome and wake whoever waits for it (one round trip)."""
+    with connection.pipeline() as pipe:
+        pipe.set(RESULT_PREFIX + token, json.dumps({**record, "tenant": tenant}), ex=ttl)
+        pipe.rpush(DONE_PREFIX + token, 1)
+        pipe.expire(DONE_PREFIX + token, 60)
+        pipe.execute()
+
+
+def read_result(connection: redis.Redis, token: str, tenant: str) -> dict[str, Any] | None:
+    """The published result of ``tenant``'s job, or None (not finished, expired, or another owner's)."""
+    raw = connection.get(RESULT_PREFIX + token)
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    return record if record.pop("tenant", DEFAULT_TENANT) == tenant else None
+
+
+def write_durable(storage: Storage, tenant: str, token: str, record: dict[str, Any]) -> None:
+    storage.put(manifest_key(tenant, token), json.dumps(record).encode(), "application/json")
+
+
+def read_durable(storage: Storage, tenant: str, token: str) -> dict[str, Any] | None:
+    raw = storage.get(manifest_key(tenant, token))
+    return json.loads(raw) if raw is not None else None
+
+
+def render(token: str, record: dict[str, Any], presign: Callable[[str, int], str], ttl: int) -> dict[str, Any]:
+    """The status body of the contract, with fresh presigned URLs for finished outputs."""
+    body: dict[str, Any] = {
+        "success": True,
+        "token": token,
+        "status": record["status"],
+        "resized_image_url": None,
+    }
+    if record["status"] == "SUCCESS":
+        variants = {}
+        for name, out in record["variants"].items():
+            variants[name] = {
+                "url": presign(out["key"], ttl),
+                "width": out["width"],
+                "height": out["height"],
+                "format": out["format"],
+                "bytes": out["bytes"],
+            }
+        body["resized_image_url"] = next(iter(variants.values()))["url"]
+        body["expires_at"] = isoformat(utcnow() + timedelta(seconds=ttl))
+        body["variants"] = variants
+        for field in ("source", "placeholder"):
+            if record.get(field):
+                body[field] = record[field]
+        body["reused"] = bool(record.get("reused", False))
+    if record.get("error"):
+        body["error"] = record["error"]
+    for field in ("created_at", "finished_at"):
+        if record.get(field):
+            body[field] = record[field]
+    return body
