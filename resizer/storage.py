@@ -93,6 +93,15 @@ class Storage:
         with response["Body"] as body:
             return body.read()
 
+    def get_head_bytes(self, key: str, length: int) -> bytes | None:
+        """The first ``length`` bytes of the object (a ranged GET), or None if it does not exist."""
+        try:
+            response = self._call("get", key, Range=f"bytes=0-{length - 1}")
+        except _Missing:
+            return None
+        with response["Body"] as body:
+            return body.read()
+
     def delete(self, key: str) -> None:
         self._call("delete", key)
 

@@ -184,3 +184,41 @@ def api(stack) -> Api:
 @pytest.fixture
 def stack_settings(stack) -> Settings:
     return Settings.from_env(stack.env)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free port (for unit tests that need real Redis, e.g. RQ's Lua scripts)."""
+    import subprocess
+
+    import redis as redis_lib
+
+    from resizer.local import find_binary, wait_for
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    client = redis_lib.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis_lib.exceptions.ConnectionError:
+            return False
+
+    wait_for(answers, "redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def real_redis(redis_server):
+    """A clean database on the private redis-server."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis_server)
+    client.flushdb()
+    yield client
+    client.flushdb()

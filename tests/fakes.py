@@ -39,6 +39,10 @@ class FakeStorage:
             return None
         return {"metadata": dict(item[2]), "last_modified": self.modified[key], "bytes": len(item[0])}
 
+    def get_head_bytes(self, key, length):
+        data = self.get(key)
+        return None if data is None else data[:length]
+
     def exists(self, key):
         self._check("head", key)
         return key in self.objects

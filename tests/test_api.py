@@ -9,7 +9,8 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
-from resizer.storage import manifest_key, original_key
+from resizer import originals
+from resizer.storage import manifest_key
 from tests.conftest import CORPUS, ORIGINAL_PNG_B64, b64, image_bytes
 
 
@@ -23,7 +24,8 @@ def test_submit_stores_the_original_and_enqueues_by_dotted_path(client, s3, fake
     token = r.get_json()["token"]
     assert uuid.UUID(token).version == 4
     assert r.headers["Location"] == f"/api/v1/resize/{token}"
-    assert s3.get(original_key(token)).startswith(b"\x89PNG")
+    assert originals.fetch(s3, token).startswith(b"\x89PNG")
+    assert originals.waiting(s3, token).spec["outputs"][0]["width"] == 10  # enough to queue it again
     job = Job.fetch(token, connection=fake_redis)
     assert job.func_name == "resizer.tasks.resize_job"
     assert job.args[0] == token and job.args[2]["outputs"][0]["width"] == 10
