@@ -68,6 +68,10 @@ class Settings:
     # back empty) are queued again from their original in storage: how often a worker
     # looks, and how old an original must be before a missing job counts as lost.
     reconcile_interval: int = 30
+    # Uploads up to REDIS_ORIGINAL_MAX_BYTES wait for their job in Redis instead of storage
+    # (only when Redis keeps what it acknowledges), within REDIS_ORIGINALS_BUDGET bytes in all.
+    redis_original_max_bytes: int = 4 * 1024 * 1024
+    redis_originals_budget: int = 256 * 1024 * 1024
     reconcile_grace: int = 60
     # A worker runs jobs in its own process (no fork per job); it exits after
     # this many jobs and is restarted, so a leak in one job cannot grow forever.
@@ -210,6 +214,8 @@ _INT_RANGES = {
     "maintenance_interval": (1, 3600),
     "reconcile_interval": (1, 3600),
     "reconcile_grace": (1, 86_400),
+    "redis_original_max_bytes": (0, 64 * 1024 * 1024),
+    "redis_originals_budget": (0, 1 << 40),
     "trusted_proxies": (0, 5),
     "worker_max_jobs": (0, 10_000_000),
     "webhook_timeout": (1, 30),

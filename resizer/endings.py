@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from . import records, webhooks
+from . import originals, records, webhooks
 from .clock import isoformat, utcnow
 from .errors import ResizerError
 from .metrics import record_job
@@ -33,8 +33,11 @@ log = logging.getLogger("resizer.worker")
 
 
 def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
-        record: dict[str, Any], stages: dict[str, float] | None = None) -> dict[str, Any]:
-    """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record."""
+        record: dict[str, Any], stages: dict[str, float] | None = None, original: str | None = None) -> dict[str, Any]:
+    """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record.
+
+    ``original``: where the job's original was found ("redis", "storage"), or None when not known.
+    """
     success = record["status"] == "SUCCESS"
     try:
         records.write_durable(ctx.storage, tenant, token, record)
@@ -46,14 +49,14 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
     error = record.get("error") or {}
     metric(job, "success" if success else "failure", error.get("code", ""), stages or {})
     _webhook(ctx, job, token, tenant, callback_url)
-    ctx.reaper.add(original_key(token))  # no attempt will need it again
+    _release_original(ctx, job, token, original)  # no attempt will need it again
     return record
 
 
 def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
-            record: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
+            record: dict[str, Any], stages: dict[str, float], original: str | None = None) -> dict[str, Any]:
     """End the job with its outputs (``record`` has ``variants``, times, ...)."""
-    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages)
+    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages, original)
 
 
 def fail(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,
@@ -95,6 +98,17 @@ def _publish(job, token: str, tenant: str, record: dict[str, Any], ttl: int) -> 
         records.publish(job.connection, token, tenant, record, ttl)
     except redis.exceptions.RedisError as exc:
         log.warning("job %s: result not published: %s", token, exc)
+
+
+def _release_original(ctx: WorkerContext, job, token: str, where: str | None) -> None:
+    if where in (None, "redis") and job is not None:
+        try:
+            if originals.release_from_redis(job.connection, token):
+                return
+        except redis.exceptions.RedisError as exc:  # the key expires; the reconciler corrects the budget's meter
+            log.warning("job %s: original not released from Redis: %s", token, exc)
+    if where in (None, "storage"):
+        ctx.reaper.add(original_key(token))
 
 
 def _webhook(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None) -> None:

@@ -27,7 +27,7 @@ def retry_policy(settings: Settings) -> Retry | None:
 
 
 def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, spec: dict[str, Any],
-                   request_id: str | None, *, unique: bool = False) -> None:
+                   request_id: str | None, *, unique: bool = False, pipeline=None) -> None:
     """Queue the job for ``token`` (also its job id): arguments are small, never image bytes.
 
     ``unique``: raise ``rq.exceptions.DuplicateJobError`` if the job exists already.
@@ -49,4 +49,5 @@ def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, sp
         meta={"tenant": tenant, "request_id": request_id},
         description=f"resize {token} ({outputs} output{'s' if outputs > 1 else ''})",
         unique=unique,  # the reconciler must never duplicate a job that exists
+        pipeline=pipeline,  # the API queues the job in the transaction that stores a small original
     )

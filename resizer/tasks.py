@@ -97,13 +97,14 @@ def _last_attempt(job) -> bool:
 def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, created_at: str | None,
             request_id: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data = originals.fetch(ctx.storage, token)
-    if data is None:
+    found = originals.fetch(ctx.storage, token, job.connection if job is not None else None)
+    if found is None:
         earlier = records.read_durable(ctx.storage, tenant, token)
         if earlier is not None and earlier.get("status") == "SUCCESS":
             log.info("job %s: already finished by an earlier run", token)
             return earlier
         raise CorruptImage("The uploaded image is no longer in storage; submit it again.")
+    data, where = found
     t1 = time.perf_counter()
     stats: dict[str, float] = {}
     outputs = process(data, spec, ctx.limits, stats)
@@ -123,7 +124,7 @@ def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, cre
         stages["queue_wait"] = max(0.0, (job.started_at - job.enqueued_at).total_seconds())
     record = {"created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants}
     stages["upload"] = time.perf_counter() - t2
-    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages)
+    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages, where)
     log.info(
         "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
         token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3,

@@ -132,7 +132,7 @@ class Api:
         return requests.get(url, timeout=30)
 
 
-def start_stack(tmp: Path, workers: int = 2, **env) -> Stack:
+def start_stack(tmp: Path, workers: int = 2, redis_persistence: str = "always", **env) -> Stack:
     base_env = {
         "APP_ENV": "testing",
         "S3_BUCKET": "resizer-test",
@@ -154,6 +154,7 @@ def start_stack(tmp: Path, workers: int = 2, **env) -> Stack:
         env=base_env,
         log_dir=tmp / "logs",
         own_redis=True,
+        redis_persistence=redis_persistence,
     )
     return stack.start()
 

@@ -24,7 +24,7 @@ def test_submit_stores_the_original_and_enqueues_by_dotted_path(client, s3, fake
     token = r.get_json()["token"]
     assert uuid.UUID(token).version == 4
     assert r.headers["Location"] == f"/api/v1/resize/{token}"
-    assert originals.fetch(s3, token).startswith(b"\x89PNG")
+    assert originals.fetch(s3, token)[0].startswith(b"\x89PNG")
     assert originals.waiting(s3, token).spec["outputs"][0]["width"] == 10  # enough to queue it again
     job = Job.fetch(token, connection=fake_redis)
     assert job.func_name == "resizer.tasks.resize_job"
