@@ -312,3 +312,18 @@ def test_minio_setup_stops_on_a_real_failure(tmp_path, shell):
     failed = run_setup(tmp_path, shell, MC_ATTACH_ERROR="mc: <ERROR> The specified user does not exist.")
     assert failed.returncode != 0 and "does not exist" in failed.stderr
     assert "ready" not in failed.stdout
+
+
+def test_external_s3_override_drops_the_bundled_minio():
+    class Loader(yaml.SafeLoader):  # compose's merge tags
+        pass
+
+    Loader.add_constructor("!override", lambda loader, node: {"!override": loader.construct_mapping(node, deep=True)})
+    override = yaml.load((ROOT / "deploy" / "external-s3.yml").read_text(), Loader=Loader)["services"]
+    assert set(override) == {*APP_SERVICES, "minio", "minio-init"}
+    for name in APP_SERVICES:
+        assert override[name]["depends_on"] == {"!override": {"redis": {"condition": "service_healthy"}}}
+        env = override[name]["environment"]
+        assert set(env) <= SETTINGS_VARS and env["S3_ENDPOINT_URL"].startswith("${S3_ENDPOINT_URL:?")
+    assert override["minio"]["profiles"] == override["minio-init"]["profiles"] == ["bundled-s3"]
+    assert "deploy/external-s3.yml" in (ROOT / "docs" / "operations.md").read_text()
