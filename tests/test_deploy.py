@@ -259,7 +259,8 @@ case "$*" in
   "admin policy attach "*)
     if [ -n "${MC_ATTACH_ERROR:-}" ]; then echo "$MC_ATTACH_ERROR" >&2; exit 1; fi
     if [ -e "$MC_DIR/attached" ]; then
-      echo "mc: <ERROR> Unable to make user/group policy association. The specified policy change is already in effect. (Specified policy update has no net effect)." >&2
+      echo "mc: <ERROR> Unable to make user/group policy association." \\
+           "The specified policy change is already in effect. (Specified policy update has no net effect)." >&2
       exit 1
     fi
     : > "$MC_DIR/attached" ;;
