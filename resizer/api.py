@@ -99,13 +99,6 @@ def openapi() -> Response:
     return jsonify(build_openapi(Limits(settings.max_output_dimension, settings.max_variants)))
 
 
-@bp.get("/docs")
-def docs() -> Response:
-    response = current_app.send_static_file("docs.html")
-    response.headers["Content-Security-Policy"] = PAGE_CSP
-    return response
-
-
 @bp.get("/")
 def index() -> Response:
     """The upload page; results are shown straight from storage, so its origin may serve images."""
