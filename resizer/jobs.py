@@ -2,8 +2,8 @@
 
 The token is a random UUID4 and is also the RQ job id.  A 202 means the job
 will end: the original and the job's arguments are in storage before the job
-is queued (see ``originals``), and where Redis can say so (``WAITAOF``, Redis
-7.2+ with an append-only file) the enqueue is on disk before the answer.
+is queued (see ``originals``), or, on a Redis that keeps what it acknowledges
+(see ``durability``), small originals ride in Redis in the job's transaction.
 
 Status reads, in order: the published result, RQ's job, the durable record in
 storage, and finally the original itself (a job Redis lost and the reconciler
@@ -120,6 +120,7 @@ class Jobs:
         """Image and job in one transaction: both or neither, in one round trip."""
         try:
             with self.redis.pipeline() as pipe:
+                pipe.multi()  # before RQ's commands: it opens the transaction only when none is open
                 originals.stash_in_redis(pipe, token, packed)
                 enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, pipeline=pipe)
                 pipe.execute()

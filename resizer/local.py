@@ -106,9 +106,9 @@ class Stack:
     log_dir: Path | None = None  # None: prefix and print every line; else one file per process
     own_redis: bool = False  # always start a private redis-server (tests that stop Redis)
     redis_port: int | None = None
-    # A private redis-server's persistence: "always" (fsync before every reply: acknowledged jobs
-    # survive a crash, so small originals may ride in Redis), "everysec" or "none".
-    redis_persistence: str = "always"
+    # A private redis-server's persistence: "everysec" (compose's choice), "always" (fsync before
+    # every reply: acknowledged jobs survive a crash, so small originals may ride in Redis) or "none".
+    redis_persistence: str = "everysec"
     procs: dict[str, Proc] = field(default_factory=dict)
     _stopping: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -132,7 +132,7 @@ class Api:
         return requests.get(url, timeout=30)
 
 
-def start_stack(tmp: Path, workers: int = 2, redis_persistence: str = "always", **env) -> Stack:
+def start_stack(tmp: Path, workers: int = 2, redis_persistence: str = "everysec", **env) -> Stack:
     base_env = {
         "APP_ENV": "testing",
         "S3_BUCKET": "resizer-test",
