@@ -45,9 +45,9 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
         if success:
             raise  # not ended: retried (outputs are idempotent), or failed as storage_unavailable
         log.warning("job %s: could not store the failure record: %s", token, exc.message)
-    _publish(job, token, tenant, record, ctx.settings.result_ttl)
     error = record.get("error") or {}
-    metric(job, "success" if success else "failure", error.get("code", ""), stages or {})
+    _publish(job, token, tenant, record, ctx.settings.result_ttl,
+             ("success" if success else "failure", error.get("code", ""), stages or {}))
     _webhook(ctx, job, token, tenant, callback_url)
     _release_original(ctx, job, token, original)  # no attempt will need it again
     return record
@@ -91,11 +91,15 @@ def metric(job, outcome: str, code: str, stages: dict[str, float]) -> None:
         log.warning("metrics not recorded: %s", exc)
 
 
-def _publish(job, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
+def _publish(job, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple) -> None:
+    """The result (waking waiting clients) and the metric, in one round trip."""
     if job is None:
         return
     try:
-        records.publish(job.connection, token, tenant, record, ttl)
+        with job.connection.pipeline() as pipe:
+            records.publish(pipe, token, tenant, record, ttl)
+            record_job(pipe, *outcome)
+            pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("job %s: result not published: %s", token, exc)
 

@@ -122,7 +122,8 @@ class Jobs:
             with self.redis.pipeline() as pipe:
                 pipe.multi()  # before RQ's commands: it opens the transaction only when none is open
                 originals.stash_in_redis(pipe, token, packed)
-                enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, pipeline=pipe)
+                enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, pipeline=pipe,
+                               original="redis")
                 pipe.execute()
         except BaseException:
             try:

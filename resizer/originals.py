@@ -81,7 +81,10 @@ def unreserve(connection: redis.Redis, size: int) -> None:
 
 
 def fetch(storage: Storage, token: str, connection: redis.Redis | None = None) -> tuple[bytes, str] | None:
-    """The image bytes of the original and where they were ("redis" or "storage"); None if neither has it."""
+    """The image bytes of the original and where they were ("redis" or "storage"); None if neither has it.
+
+    With ``connection`` (the job said its original rides in Redis) Redis is asked first.
+    """
     raw, where = None, "storage"
     if connection is not None:
         raw, where = connection.get(REDIS_PREFIX + token), "redis"

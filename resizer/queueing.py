@@ -27,7 +27,7 @@ def retry_policy(settings: Settings) -> Retry | None:
 
 
 def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, spec: dict[str, Any],
-                   request_id: str | None, *, unique: bool = False, pipeline=None) -> None:
+                   request_id: str | None, *, unique: bool = False, pipeline=None, original: str = "storage") -> None:
     """Queue the job for ``token`` (also its job id): arguments are small, never image bytes.
 
     ``unique``: raise ``rq.exceptions.DuplicateJobError`` if the job exists already.
@@ -46,7 +46,7 @@ def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, sp
         ttl=None,
         retry=retry_policy(settings),
         on_failure=Callback(ON_FAILURE),
-        meta={"tenant": tenant, "request_id": request_id},
+        meta={"tenant": tenant, "request_id": request_id, "original": original},  # where the worker finds the image
         description=f"resize {token} ({outputs} output{'s' if outputs > 1 else ''})",
         unique=unique,  # the reconciler must never duplicate a job that exists
         pipeline=pipeline,  # the API queues the job in the transaction that stores a small original

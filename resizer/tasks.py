@@ -97,7 +97,8 @@ def _last_attempt(job) -> bool:
 def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, created_at: str | None,
             request_id: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    found = originals.fetch(ctx.storage, token, job.connection if job is not None else None)
+    in_redis = job is not None and job.meta.get("original") == "redis"
+    found = originals.fetch(ctx.storage, token, job.connection if in_redis else None)
     if found is None:
         earlier = records.read_durable(ctx.storage, tenant, token)
         if earlier is not None and earlier.get("status") == "SUCCESS":

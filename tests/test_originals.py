@@ -94,6 +94,8 @@ def test_the_job_gives_its_original_back_when_it_ends(settings, real_redis, stor
     ctx = WorkerContext(settings=settings, storage=storage, limits=ImageLimits(10**8, 8192, 300),
                         pool=ThreadPoolExecutor(2), reaper=Reaper(storage, background=False))
     job = fake_job(real_redis, token, "public", spec().to_dict())
+    job.meta = Queue(settings.queue_name, connection=real_redis).fetch_job(token).meta  # says where the image is
+    assert job.meta["original"] == "redis"
     record = tasks.run(ctx, job, token, "public", spec(), None)
     assert record["status"] == "SUCCESS"
     assert not real_redis.exists(originals.REDIS_PREFIX + token) and meter(real_redis) == 0
