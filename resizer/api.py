@@ -13,7 +13,7 @@ from .intake import inspect, read_upload
 from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
-from .webhooks import check_destination
+from .destinations import check_destination
 
 log = logging.getLogger("resizer.api")
 
