@@ -59,6 +59,8 @@ class Settings:
     result_ttl: int = 86_400
     result_retention_days: int = 7
     idempotency_ttl: int = 86_400
+    # A status request without ?wait= for an unfinished job waits up to this long for its end (0: never).
+    status_hold_ms: int = 200
     # Worker liveness: how often a busy worker proves it is alive, and how
     # long a silent one is trusted before its job is handed to another worker.
     worker_heartbeat_interval: int = 5
@@ -209,6 +211,7 @@ _INT_RANGES = {
     "result_ttl": (60, 30 * 86_400),
     "result_retention_days": (1, 3650),
     "idempotency_ttl": (1, 30 * 86_400),
+    "status_hold_ms": (0, 5000),
     "worker_heartbeat_interval": (1, 300),
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),

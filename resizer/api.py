@@ -58,7 +58,10 @@ def submit() -> tuple[Response, int]:
 def status(token: str) -> Response:
     jobs = _service().jobs
     tenant = g.get("tenant", "public")
-    wait = _wait_seconds(request.args.get("wait"))
+    raw_wait = request.args.get("wait")
+    # Without ?wait=, an unfinished job's status is still held briefly (STATUS_HOLD_MS) for its end:
+    # a client that polls every few milliseconds then makes a few requests per job, not dozens.
+    wait = _wait_seconds(raw_wait) if raw_wait is not None else _service().settings.status_hold_ms / 1000
     body = jobs.status(token, tenant)
     if wait and body["status"] in ("PENDING", "IN_PROGRESS"):
         # Long poll: one request instead of many while the job runs.
