@@ -3,62 +3,34 @@
 The pydantic models below are the single source of truth for what a client may
 send: the API validates requests with them and the OpenAPI document is
 generated from them, so the docs cannot drift from the code.  Validation turns
-them into a ``JobSpec`` (plain frozen dataclasses with every default resolved)
-which is all the worker ever sees.
+them, once, into a ``JobSpec`` (``resizer.imaging.spec``: plain frozen
+dataclasses with every default resolved), which is all the worker and the
+kernel ever see.  ``JobSpec`` and the option lists are re-exported here for the
+edge's callers.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidParameter
+from .imaging.spec import FITS, FORMATS, GRAVITIES, JobSpec, OutputSpec
 
-FITS = ("fill", "contain", "cover", "pad")
-GRAVITIES = ("center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west")
-FORMATS = ("jpeg", "png", "webp", "avif", "auto")
+__all__ = ["FITS", "FORMATS", "GRAVITIES", "JobSpec", "Limits", "OutputSpec", "models", "parse_options"]
+
 DEFAULT_SIZE = 100  # the original API's 100x100 output
 DEFAULT_NAME = "default"
 MAX_QUERY_VALUE = 1024  # characters per option in a query string: URLs stay well under the server's 8 KB
 
-Fit = Literal["fill", "contain", "cover", "pad"]
-Gravity = Literal["center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west"]
-Format = Literal["jpeg", "png", "webp", "avif", "auto"]
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """One output of a job, every default resolved."""
-
-    name: str
-    width: int | None  # None: follows the aspect ratio of the other side
-    height: int | None
-    fit: str
-    gravity: str
-    enlarge: bool
-    format: str
-    quality: int | None  # None: the format's default
-    background: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    outputs: tuple[OutputSpec, ...]
-    callback_url: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"outputs": [asdict(o) for o in self.outputs], "callback_url": self.callback_url}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
-        return cls(
-            tuple(OutputSpec(**{**o, "background": tuple(o["background"])}) for o in data["outputs"]),
-            data.get("callback_url"),
-        )
+# pydantic wants Literal types; they are built from the kernel's lists so the two cannot differ.
+Fit = Literal[FITS]  # type: ignore[valid-type]
+Gravity = Literal[GRAVITIES]  # type: ignore[valid-type]
+Format = Literal[FORMATS]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resizer.imaging.geometry import plan
-from resizer.options import FITS, GRAVITIES, OutputSpec
+from resizer.imaging.spec import FITS, GRAVITIES, OutputSpec
 
 MAX = 8192
 

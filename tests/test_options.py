@@ -82,3 +82,18 @@ def test_limits_are_configurable():
         parse_options({"width": 101}, Limits(max_output_dimension=100, max_variants=2))
     with pytest.raises(InvalidParameter, match="variants"):
         parse_options({"variants": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, Limits(100, 2))
+
+
+def test_each_option_list_has_one_source():
+    """The request models (hence the OpenAPI document) and the CLI take their choices from the kernel's lists."""
+    from resizer.cli import build_parser
+    from resizer.imaging import spec as kernel
+    from resizer.openapi import build
+
+    props = build(LIMITS)["components"]["schemas"]["ResizeOptions"]["properties"]
+    submit = build_parser()._subparsers._group_actions[0].choices["submit"]
+    cli = {a.dest: a.choices for a in submit._actions}
+    for field, values in (("fit", kernel.FITS), ("gravity", kernel.GRAVITIES), ("format", kernel.FORMATS)):
+        enum = next(a["enum"] for a in props[field]["anyOf"] if "enum" in a)
+        assert tuple(enum) == values, field
+        assert tuple(cli[field]) == values, field

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import OutputSpec
+from .spec import OutputSpec
 
 # Where 'cover' keeps the image and 'pad' puts it: fraction of the slack on each axis.
-_GRAVITY = {
+_GRAVITY = {  # keys: spec.GRAVITIES
     "center": (0.5, 0.5),
     "north": (0.5, 0.0),
     "south": (0.5, 1.0),

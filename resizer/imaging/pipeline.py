@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import CorruptImage, ImageTooLarge
-from ..options import JobSpec, OutputSpec
+from .spec import JobSpec, OutputSpec
 from . import steps
 from .encode import encode, encode_animation
 from .formats import DECODE_ERRORS, ImageInfo, OutputFormat, choose_format, open_image, quiet_pillow
