@@ -13,16 +13,15 @@ No Redis, S3 or Flask in here.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
-from ..errors import CorruptImage, ImageTooLarge
 from .spec import JobSpec, OutputSpec
 from . import steps
 from .encode import encode, encode_animation
-from .formats import DECODE_ERRORS, ImageInfo, OutputFormat, choose_format, open_image, quiet_pillow
+from .decode import decode, frame_count, frames
+from .formats import ImageInfo, OutputFormat, choose_format, open_image
 from .geometry import Plan, plan
 
 
@@ -61,7 +60,7 @@ def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, flo
         if info.animated and any(t.format.animation for t in tasks):
             return _process_animation(image, info, tasks, limits, stats)
         image = steps.shrink_on_load(image, max(t.plan.scale for t in tasks))
-        base = steps.normalize_mode(steps.orient(_decode(image), info.orientation))
+        base = steps.normalize_mode(steps.orient(decode(image), info.orientation))
         return [_still(base, t, stats) for t in tasks]
 
 
@@ -84,65 +83,29 @@ def _process_animation(image: Image.Image, info: ImageInfo, tasks: list[_Task], 
     Frames are decoded one at a time and only their resized copies are kept,
     so memory follows the output size, not the input's.
     """
-    n_frames = _frame_count(image, limits.max_frames)
+    n_frames = frame_count(image, limits.max_frames)
     animated = [t for t in tasks if t.format.animation]
-    frames: dict[str, list[Image.Image]] = {t.spec.name: [] for t in animated}
+    resized_frames: dict[str, list[Image.Image]] = {t.spec.name: [] for t in animated}
     durations: list[int] = []
     loop = int(image.info.get("loop", 0) or 0)
     first: Image.Image | None = None
-    for index, frame in enumerate(_frames(image, n_frames)):
+    for index, frame in enumerate(frames(image, n_frames)):
         if index == 0:
             first = frame
         duration = frame.info.get("duration")
         durations.append(int(duration) if duration is not None else 100)
         for task in animated:
             resized = steps.pad(steps.resize(frame, task.plan), task.plan, task.spec.background, keep_alpha=True)
-            frames[task.spec.name].append(resized)
+            resized_frames[task.spec.name].append(resized)
     assert first is not None
     outputs = []
     for task in tasks:
         if task.format.animation:
             started = time.perf_counter()
-            data = encode_animation(frames[task.spec.name], durations, loop, task.format, task.spec.quality)
+            data = encode_animation(resized_frames[task.spec.name], durations, loop, task.format, task.spec.quality)
             stats["encode"] = stats.get("encode", 0.0) + time.perf_counter() - started
             width, height = task.plan.canvas
             outputs.append(Output(task.spec.name, data, width, height, task.format))
         else:
             outputs.append(_still(first, task, stats))
     return outputs
-
-
-def _frames(image: Image.Image, n_frames: int) -> Iterator[Image.Image]:
-    for index in range(n_frames):
-        try:
-            with quiet_pillow():
-                image.seek(index)
-                frame = image.convert("RGBA")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(str(exc)) from None
-        except DECODE_ERRORS as exc:
-            raise CorruptImage(f"Frame {index + 1} of the animation cannot be decoded ({exc}).") from None
-        frame.info = {"duration": image.info.get("duration")}
-        yield frame
-
-
-def _frame_count(image: Image.Image, limit: int) -> int:
-    try:
-        with quiet_pillow():
-            count = int(getattr(image, "n_frames", 1))
-    except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The animation cannot be read ({exc}).") from None
-    if count > limit:
-        raise ImageTooLarge(f"The animation has {count} frames; the limit is {limit}.")
-    return count
-
-
-def _decode(image: Image.Image) -> Image.Image:
-    try:
-        with quiet_pillow():
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(str(exc)) from None
-    except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The {image.format} data is corrupt or truncated ({str(exc)[:120]}).") from None
-    return image
