@@ -26,8 +26,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFile
 
 from resizer.errors import ResizerError
-from resizer.imaging import ImageLimits, pipeline, process
-from resizer.imaging.spec import JobSpec, OutputSpec
+from resizer.imaging import ImageLimits, JobSpec, OutputSpec, pipeline, process
 
 pillow_heif.register_heif_opener()
 
