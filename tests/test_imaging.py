@@ -417,3 +417,44 @@ def test_every_frame_of_an_animation_is_oriented(fmt, orientation):
             assert red[0] > 180 and red[1] < 80 and red[2] < 80, f"frame {index}: no marker at {inside}"
         for outside in ((2, 8), (26, 2), (2, 16), (26, 16)):
             assert frame.getpixel(outside)[0] < 100, f"frame {index}: red at {outside}"
+
+
+# -- the 3/8 decode is checked once, and its failure costs speed, not correctness --------------------------
+@pytest.fixture
+def fresh_check():
+    shrink.three_eighths_works.cache_clear()
+    yield
+    shrink.three_eighths_works.cache_clear()
+
+
+def test_the_three_eighths_decode_passes_its_check_here(fresh_check):
+    assert shrink.three_eighths_works()
+
+
+def _wrong_scale(image):
+    """What a Pillow that read decoderconfig differently could do: the 3/8 size, decoded at 1/2."""
+    assert _real_three_eighths(image)
+    image.decoderconfig = (2, 0)
+    return True
+
+
+def _internals_gone(image):
+    raise AttributeError("module 'PIL.ImageFile' has no attribute '_Tile'")
+
+
+_real_three_eighths = shrink._decode_at_three_eighths
+
+
+@pytest.mark.parametrize("broken", [_wrong_scale, _internals_gone])
+def test_a_failed_three_eighths_check_falls_back_to_draft(broken, fresh_check, monkeypatch, caplog):
+    monkeypatch.setattr(shrink, "_decode_at_three_eighths", broken)
+    assert not shrink.three_eighths_works()
+    assert "falling back to draft()" in caplog.text
+    data = photo_jpeg(3000, 2000)
+    image = shrink.shrink_on_load(Image.open(io.BytesIO(data)), 1000 / 3000)  # would be 3/8
+    image.load()
+    assert image.size == (1500, 1000)  # draft()'s 1/2 instead
+    reference = Image.open(io.BytesIO(data)).resize(image.size, Image.Resampling.LANCZOS)
+    assert psnr(image, reference) > 35
+    (out,) = run(data, width=1000, format="png")
+    assert psnr(decode(out), Image.open(io.BytesIO(data)).resize((1000, 667), Image.Resampling.LANCZOS)) > 40

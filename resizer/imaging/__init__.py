@@ -12,11 +12,14 @@ Public interface:
   pixels.
 - ``JobSpec``/``OutputSpec`` and the option lists ``FITS``, ``GRAVITIES``,
   ``FORMATS`` (``spec``): what the kernel is asked to make.
+- ``three_eighths_works()``: the start-up check of the fast JPEG decode;
+  call it once when a worker starts (it is otherwise run by the first job).
 """
 
 from .formats import INPUT_FORMATS, OUTPUT_FORMATS, ImageInfo, open_image
 from .pipeline import ImageLimits, Output, process
+from .shrink import three_eighths_works
 from .spec import FITS, FORMATS, GRAVITIES, JobSpec, OutputSpec
 
 __all__ = ["FITS", "FORMATS", "GRAVITIES", "INPUT_FORMATS", "OUTPUT_FORMATS", "ImageInfo", "ImageLimits", "JobSpec",
-           "Output", "OutputSpec", "open_image", "process"]
+           "Output", "OutputSpec", "open_image", "process", "three_eighths_works"]

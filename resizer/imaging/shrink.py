@@ -1,14 +1,22 @@
 """Shrink on load: let the JPEG decoder scale down by 1/8, 1/4, 3/8 or 1/2 (DCT scaling) while decoding.
 
-1/8, 1/4 and 1/2 come from Pillow's public ``draft()``; 3/8 (what makes
-12 MP -> 1024 px cheap) reaches into Pillow internals.
+1/8, 1/4 and 1/2 come from Pillow's public ``draft()``.  3/8 (what makes
+12 MP -> 1024 px cheap) reaches into Pillow internals, so it is used only after
+a check, run once per process, that it really decodes a known JPEG at 3/8 with
+the right pixels; otherwise ``draft()`` is used, and a Pillow upgrade that
+changes those internals costs speed, never correctness.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
 import math
 
-from PIL import Image, ImageFile, features
+from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageStat, features
+
+log = logging.getLogger(__name__)
 
 _LIBJPEG_TURBO = bool(features.check_feature("libjpeg_turbo"))
 
@@ -24,11 +32,36 @@ def shrink_on_load(image: Image.Image, scale: float) -> Image.Image:
     width, height = image.size
     need = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
     eighths = next(n for n in (1, 2, 3, 4) if _scaled(width, n) >= need[0] and _scaled(height, n) >= need[1])
-    if eighths == 3 and _decode_at_three_eighths(image):
+    if eighths == 3 and three_eighths_works() and _decode_at_three_eighths(image):
         return image
     # draft() keeps the decoded size at least `need`, choosing among 1/2, 1/4 and 1/8.
     image.draft(None, need)
     return image
+
+
+@functools.cache
+def three_eighths_works() -> bool:
+    """Whether the 3/8 decode gives the right size and pixels with this Pillow and libjpeg (checked once).
+
+    Call it at start-up to pay the check (about a millisecond) before the first job.
+    """
+    reference = _check_image()
+    buf = io.BytesIO()
+    reference.save(buf, "JPEG", quality=95)
+    try:
+        image = Image.open(buf)
+        if not _decode_at_three_eighths(image):
+            ok = False
+        else:
+            image.load()
+            expected = (_scaled(reference.width, 3), _scaled(reference.height, 3))
+            ok = image.size == expected and _mean_error(image, reference.resize(expected, Image.Resampling.BOX)) < 4
+    except Exception as exc:  # anything at all means "do not rely on it"
+        log.warning("the 3/8 JPEG decode check raised %s: %s", type(exc).__name__, exc)
+        ok = False
+    if not ok:
+        log.warning("the 3/8 JPEG decode does not work with this Pillow/libjpeg; falling back to draft() (slower)")
+    return ok
 
 
 def _scaled(side: int, eighths: int) -> int:
@@ -54,3 +87,19 @@ def _decode_at_three_eighths(image: Image.Image) -> bool:
     image._size = size
     image.decoderconfig = (3, 0)  # (scale denominator, draft flag): what draft() sets
     return True
+
+
+def _check_image() -> Image.Image:
+    """A smooth picture with a few large shapes: DCT scaling and a box filter agree closely on it.
+
+    Not a multiple of 8 on either side, so the rounding of the scaled size is checked too.
+    """
+    image = Image.linear_gradient("L").resize((203, 141)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((16, 16, 80, 64), fill=(220, 40, 40))
+    draw.ellipse((110, 50, 190, 130), fill=(30, 60, 200))
+    return image
+
+
+def _mean_error(a: Image.Image, b: Image.Image) -> float:
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
