@@ -12,11 +12,24 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FITS = ("fill", "contain", "cover", "pad")
-# Where 'cover' keeps the image and 'pad' puts it.
-GRAVITIES = ("center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west")
+# Where a thing sits in a box: the part of the image 'cover' keeps, the image on a 'pad' canvas, a watermark.
+ANCHORS = ("center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west")
+# The 'gravity' option: an anchor, or 'smart' ('cover' keeps the most interesting part; elsewhere the centre).
+GRAVITIES = (*ANCHORS, "smart")
 FORMATS = ("jpeg", "png", "webp", "avif", "auto")
 
 Rgb = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class WatermarkSpec:
+    """An overlay drawn on an output after the resize (see the v1.1 section of the API contract)."""
+
+    image: str  # the watermark's name; its bytes are handed to process() by name
+    gravity: str = "south_east"  # one of ANCHORS
+    opacity: float = 0.5  # 0..1, multiplies the overlay's own alpha
+    scale: float | None = None  # overlay width as a fraction of the output's; None: its own size
+    margin: int = 0  # pixels in from the edges it is anchored to
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class OutputSpec:
     format: str  # one of FORMATS
     quality: int | None  # None: the format's default
     background: Rgb
+    watermark: WatermarkSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,10 @@ class JobSpec:
 
     outputs: tuple[OutputSpec, ...]
     callback_url: str | None = None
+
+    def watermark_names(self) -> set[str]:
+        """The watermarks the job draws: the API checks they exist, the worker fetches their bytes."""
+        return {o.watermark.image for o in self.outputs if o.watermark is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as it travels in the queue."""
@@ -51,4 +69,6 @@ class JobSpec:
 
 
 def _output(data: dict[str, Any]) -> OutputSpec:
-    return OutputSpec(**{**data, "background": tuple(data["background"])})
+    mark = data.get("watermark")
+    return OutputSpec(**{**data, "background": tuple(data["background"]),
+                         "watermark": WatermarkSpec(**mark) if mark else None})
