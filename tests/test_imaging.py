@@ -21,7 +21,7 @@ LIMITS = ImageLimits()
 
 
 def run(data: bytes, limits: ImageLimits = LIMITS, **options):
-    return process(data, parse_options(options, Limits()), limits)
+    return process(data, parse_options(options, Limits()), limits).outputs
 
 
 def decode(out) -> Image.Image:

@@ -1,29 +1,34 @@
-"""The image pipeline: bytes in, encoded outputs out.
+"""The image pipeline: bytes in, encoded outputs (and what the upload was) out.
 
     open (header only) -> plan every output -> shrink on load -> decode
     -> picture steps (once per still image, or per frame of an animation)
+    -> [first picture: thumbnail -> smart crops, placeholder]
     -> output steps (per output) -> encode
 
 Geometry is computed before any pixel is decoded, so the JPEG decoder can
 scale down by up to 8x while decoding; orientation is applied after that (on
 the small image, not the full one).  One decode serves every output.  A still
 image and each frame of an animation go through the same two lists of steps,
-so the two can never drift apart.  No Redis, S3 or Flask in here.
+so the two can never drift apart.  A smart crop keeps the size planned and
+only moves, once, from the first picture, so an animation's frames agree.
+No Redis, S3 or Flask in here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
 from . import steps
+from .attention import smart_crop
 from .decode import decode, frame_count, frames
 from .encode import encode, encode_animation
 from .formats import ImageInfo, OutputFormat, choose_format, open_image
 from .geometry import plan
+from .placeholder import Placeholder, placeholder, thumbnail
 from .shrink import shrink_on_load
 from .spec import JobSpec, OutputSpec
 from .steps import Target
@@ -58,30 +63,80 @@ class Output:
     format: OutputFormat
 
 
+# The API's names of the input formats.
+_SOURCE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "AVIF": "avif", "TIFF": "tiff",
+                   "BMP": "bmp", "HEIF": "heic"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """The upload as displayed (after EXIF orientation)."""
+
+    width: int
+    height: int
+    format: str  # jpeg, png, gif, webp, avif, tiff, bmp, heic
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """Every output of a job, what the upload was, and its placeholder.
+
+    Iterating a Result (or taking its len) goes over ``outputs``: the 1.0
+    interface, where process() returned the list of outputs.
+    """
+
+    outputs: tuple[Output, ...]
+    source: Source
+    placeholder: Placeholder
+
+    def __iter__(self) -> Iterator[Output]:
+        return iter(self.outputs)
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+
 @dataclass(frozen=True)
 class _Task:
     name: str
     quality: int | None
+    smart: bool  # move the crop to the most interesting part once the pixels are known
     target: Target
 
 
-def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, float] | None = None) -> list[Output]:
-    """Decode once, make every output of ``job``.  ``stats`` (if given) receives seconds spent encoding."""
+def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, float] | None = None) -> Result:
+    """Decode ``data`` once and make every output of ``job``.
+
+    ``stats`` (if given) receives seconds spent encoding under "encode".
+    Raises a ``ResizerError`` for anything wrong with the image.
+    """
     stats = stats if stats is not None else {}
     image, info = open_image(data, limits.max_input_pixels)
+    source = Source(*info.oriented_size, _SOURCE_FORMATS[info.format], len(data))
     with image:
         tasks = [_task(o, info, limits) for o in job.outputs]
         if info.animated and any(t.target.format.animation for t in tasks):
-            return _animation(image, info, tasks, limits, stats)
-        image = shrink_on_load(image, max(t.target.plan.scale for t in tasks))
-        picture = _picture(decode(image), info)
-        return [_encode_still(_output(picture, t.target), t, stats) for t in tasks]
+            outputs, thumb = _animation(image, info, tasks, limits, stats)
+        else:
+            image = shrink_on_load(image, max(t.target.plan.scale for t in tasks))
+            picture = _picture(decode(image), info)
+            thumb = thumbnail(picture)
+            tasks = [_aim(t, thumb) for t in tasks]
+            outputs = [_encode_still(_output(picture, t.target), t, stats) for t in tasks]
+    return Result(tuple(outputs), source, placeholder(thumb))
 
 
 def _task(spec: OutputSpec, info: ImageInfo, limits: ImageLimits) -> _Task:
-    target = Target(plan(info.oriented_size, spec, limits.max_output_dimension), choose_format(spec.format, info),
-                    spec.background)
-    return _Task(spec.name, spec.quality, target)
+    p = plan(info.oriented_size, spec, limits.max_output_dimension)
+    target = Target(p, choose_format(spec.format, info), spec.background)
+    return _Task(spec.name, spec.quality, spec.gravity == "smart" and spec.fit == "cover", target)
+
+
+def _aim(task: _Task, thumb: Image.Image) -> _Task:
+    if not task.smart:
+        return task
+    return replace(task, target=replace(task.target, plan=smart_crop(task.target.plan, thumb)))
 
 
 def _picture(image: Image.Image, info: ImageInfo) -> Image.Image:
@@ -104,30 +159,33 @@ def _encode_still(image: Image.Image, task: _Task, stats: dict[str, float]) -> O
 
 
 def _animation(image: Image.Image, info: ImageInfo, tasks: Sequence[_Task], limits: ImageLimits,
-               stats: dict[str, float]) -> list[Output]:
+               stats: dict[str, float]) -> tuple[list[Output], Image.Image]:
     """Every frame through the same steps for animated outputs (keeping timing and loop); stills use frame 1.
 
     Frames are decoded one at a time and only their outputs are kept, so
-    memory follows the output size, not the input's.
+    memory follows the output size, not the input's.  Returns the outputs and
+    the first frame's thumbnail.
     """
     n_frames = frame_count(image, limits.max_frames)
-    animated = [t for t in tasks if t.target.format.animation]
-    made: dict[str, list[Image.Image]] = {t.name: [] for t in animated}
+    made: dict[str, list[Image.Image]] = {t.name: [] for t in tasks if t.target.format.animation}
     durations: list[int] = []
     loop = int(image.info.get("loop", 0) or 0)
     first: Image.Image | None = None
+    thumb: Image.Image | None = None
     for frame in frames(image, n_frames):
         duration = frame.info.get("duration")
         durations.append(int(duration) if duration is not None else 100)
         picture = _picture(frame, info)
         if first is None:
-            first = picture
-        for task in animated:
-            made[task.name].append(_output(picture, task.target))
-    assert first is not None
+            first, thumb = picture, thumbnail(picture)
+            tasks = [_aim(t, thumb) for t in tasks]
+        for task in tasks:
+            if task.name in made:
+                made[task.name].append(_output(picture, task.target))
+    assert first is not None and thumb is not None
     outputs = []
     for task in tasks:
-        if not task.target.format.animation:
+        if task.name not in made:
             outputs.append(_encode_still(_output(first, task.target), task, stats))
             continue
         started = time.perf_counter()
@@ -135,4 +193,4 @@ def _animation(image: Image.Image, info: ImageInfo, tasks: Sequence[_Task], limi
         stats["encode"] = stats.get("encode", 0.0) + time.perf_counter() - started
         width, height = made[task.name][0].size
         outputs.append(Output(task.name, data, width, height, task.target.format))
-    return outputs
+    return outputs, thumb
