@@ -17,11 +17,12 @@ No Redis, S3 or Flask in here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from PIL import Image
 
+from ..errors import CorruptImage, InvalidParameter
 from . import steps
 from .attention import smart_crop
 from .decode import decode, frame_count, frames
@@ -32,6 +33,7 @@ from .placeholder import Placeholder, placeholder, thumbnail
 from .shrink import shrink_on_load
 from .spec import JobSpec, OutputSpec
 from .steps import Target
+from .watermark import load_watermark, overlay
 
 # Run once on every decoded picture, in this order.
 PICTURE_STEPS: tuple[Callable[[Image.Image, ImageInfo], Image.Image], ...] = (
@@ -43,6 +45,7 @@ OUTPUT_STEPS: tuple[Callable[[Image.Image, Target], Image.Image], ...] = (
     steps.resize,
     steps.to_srgb,
     steps.pad,
+    steps.watermark,
     steps.flatten,
 )
 
@@ -105,17 +108,20 @@ class _Task:
     target: Target
 
 
-def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, float] | None = None) -> Result:
+def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, float] | None = None, *,
+            watermarks: Mapping[str, bytes] | None = None) -> Result:
     """Decode ``data`` once and make every output of ``job``.
 
+    ``watermarks`` holds the bytes of each watermark the job names (by name).
     ``stats`` (if given) receives seconds spent encoding under "encode".
-    Raises a ``ResizerError`` for anything wrong with the image.
+    Raises a ``ResizerError`` for anything wrong with the image or a watermark.
     """
     stats = stats if stats is not None else {}
     image, info = open_image(data, limits.max_input_pixels)
+    marks = _watermarks(job, watermarks or {}, limits)
     source = Source(*info.oriented_size, _SOURCE_FORMATS[info.format], len(data))
     with image:
-        tasks = [_task(o, info, limits) for o in job.outputs]
+        tasks = [_task(o, info, limits, marks) for o in job.outputs]
         if info.animated and any(t.target.format.animation for t in tasks):
             outputs, thumb = _animation(image, info, tasks, limits, stats)
         else:
@@ -127,9 +133,23 @@ def process(data: bytes, job: JobSpec, limits: ImageLimits, stats: dict[str, flo
     return Result(tuple(outputs), source, placeholder(thumb))
 
 
-def _task(spec: OutputSpec, info: ImageInfo, limits: ImageLimits) -> _Task:
+def _watermarks(job: JobSpec, given: Mapping[str, bytes], limits: ImageLimits) -> dict[str, Image.Image]:
+    """Each watermark the job names, decoded once."""
+    marks = {}
+    for name in sorted(job.watermark_names()):
+        if name not in given:
+            raise InvalidParameter(f"The watermark '{name}' does not exist (any more).")
+        try:
+            marks[name] = load_watermark(given[name], limits.max_input_pixels)
+        except CorruptImage as exc:
+            raise CorruptImage(f"The watermark '{name}' cannot be decoded: {exc.message}") from None
+    return marks
+
+
+def _task(spec: OutputSpec, info: ImageInfo, limits: ImageLimits, marks: Mapping[str, Image.Image]) -> _Task:
     p = plan(info.oriented_size, spec, limits.max_output_dimension)
-    target = Target(p, choose_format(spec.format, info), spec.background)
+    mark = overlay(marks[spec.watermark.image], spec.watermark, p.canvas) if spec.watermark is not None else None
+    target = Target(p, choose_format(spec.format, info), spec.background, mark)
     return _Task(spec.name, spec.quality, spec.gravity == "smart" and spec.fit == "cover", target)
 
 

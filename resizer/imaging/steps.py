@@ -23,12 +23,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Overlay:
+    """A watermark ready for one output: scaled, its alpha already multiplied by the opacity."""
+
+    image: Image.Image  # RGBA, sRGB
+    position: tuple[int, int]  # top-left corner on the output canvas
+
+
+@dataclass(frozen=True, eq=False)
 class Target:
     """What the output steps need to know about one output."""
 
     plan: Plan
     format: OutputFormat
     background: Rgb
+    overlay: Overlay | None = None
 
 
 _TRANSPOSE = {
@@ -170,6 +179,16 @@ def pad(image: Image.Image, target: Target) -> Image.Image:
     layer = image.convert("RGBA")
     canvas.paste(layer, plan.offset, layer)
     return canvas
+
+
+def watermark(image: Image.Image, target: Target) -> Image.Image:
+    """Draw the overlay over the output (alpha-composited: a transparent output stays transparent around it)."""
+    if target.overlay is None:
+        return image
+    has_alpha = image.mode in ("RGBA", "LA")
+    base = image.convert("RGBA")
+    base.alpha_composite(target.overlay.image, dest=target.overlay.position)
+    return base if has_alpha else base.convert("RGB")
 
 
 def flatten(image: Image.Image, target: Target) -> Image.Image:
