@@ -105,3 +105,13 @@ def test_smart_crop_of_an_animation_moves_every_frame_alike():
         result.seek(index)
         region = result.convert("RGB").crop((65, 35, 95, 65))  # the subject, with the crop against the right
         assert ImageStat.Stat(region).stddev[0] > 30, f"frame {index}"
+
+
+@pytest.mark.parametrize("size", [(1, 300), (300, 1), (2, 2), (3, 1000), (1000, 3), (1, 1)])
+@pytest.mark.parametrize("box", [(1, 1), (50, 10), (10, 50)])
+def test_smart_cover_of_extreme_shapes_has_the_planned_size(size, box):
+    picture = Image.effect_noise(size, 80).convert("RGB")
+    spec = parse_options({"width": box[0], "height": box[1], "fit": "cover", "gravity": "smart", "enlarge": True,
+                          "format": "png"}, Limits())
+    (out,) = process(_png(picture), spec, ImageLimits()).outputs
+    assert (out.width, out.height) == box == Image.open(io.BytesIO(out.data)).size
