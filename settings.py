@@ -53,6 +53,9 @@ class Settings:
     max_output_dimension: int = 8192
     max_variants: int = 10
     max_frames: int = 300
+    # Watermark uploads (PNG/WebP): bytes and pixels each
+    watermark_max_bytes: int = 1024 * 1024
+    watermark_max_pixels: int = 4_000_000
     # Jobs
     job_timeout: int = 60
     job_retries: int = 3
@@ -206,6 +209,8 @@ _INT_RANGES = {
     "max_output_dimension": (1, 65_535),
     "max_variants": (1, 100),
     "max_frames": (1, 10_000),
+    "watermark_max_bytes": (1024, 64 * 1024 * 1024),
+    "watermark_max_pixels": (1, 100_000_000),
     "job_timeout": (1, 3600),
     "job_retries": (0, 20),
     "result_ttl": (60, 30 * 86_400),

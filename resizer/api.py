@@ -14,6 +14,7 @@ from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
 from .destinations import check_destination
+from .watermarks import check_names as check_watermarks
 
 log = logging.getLogger("resizer.api")
 
@@ -35,6 +36,7 @@ def submit() -> tuple[Response, int]:
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
     if spec.callback_url:
         check_destination(spec.callback_url, settings)
+    marks = check_watermarks(svc.storage, g.get("tenant", "public"), spec)
     content_type = inspect(upload.data, settings.max_input_pixels)
     submission = svc.jobs.submit(
         upload.data,
@@ -43,6 +45,7 @@ def submit() -> tuple[Response, int]:
         tenant=g.get("tenant", "public"),
         idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
         request_id=g.get("request_id"),
+        watermarks=marks,
     )
     status_url = url_for("api.status", token=submission.token)
     log.info(

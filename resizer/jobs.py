@@ -29,8 +29,8 @@ from rq.utils import str_to_date
 
 from settings import Settings
 
-from . import durability, originals, records
-from .clock import isoformat
+from . import durability, endings, originals, records, reuse
+from .clock import isoformat, utcnow
 from .connections import make_redis
 from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_PREFIX = "resizer:idem:"
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
 WAITAOF_TIMEOUT_MS = 1000
+
+
+@dataclass
+class _Recorder:
+    settings: Settings
+    storage: Storage
+    reaper: None = None  # the API never holds originals to delete
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Jobs:
         self.storage = storage
         self.queue = Queue(settings.queue_name, connection=connection)
         self._serializer = resolve_serializer(None)  # RQ's default: how it stores a job's meta
+        self._recorder = _Recorder(settings, storage)  # what endings.end needs to end reused work here
         # Blocking waits need a socket timeout longer than the wait itself.
         self.waiter = waiter or make_redis(settings, socket_timeout=MAX_WAIT + 5)
         self._durability: tuple[float, durability.Durability] = (-1e9, durability.NOT_DURABLE)
@@ -74,7 +82,9 @@ class Jobs:
         tenant: str = DEFAULT_TENANT,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        watermarks: dict[str, str] | None = None,
     ) -> Submission:
+        """Store and queue the job; ``watermarks``: the version of each mark it draws (for reuse)."""
         token = str(uuid.uuid4())
         idem = None
         if idempotency_key is not None:
@@ -89,7 +99,21 @@ class Jobs:
         spec_dict = spec.to_dict()
         durable = self.durability()
         try:
-            if durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes:
+            follows = None
+            print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
+            earlier = reuse.claim(self.redis, print_, token, reuse.ttl(self.settings))
+            if earlier is not None:
+                state, record = self._earlier(earlier, tenant)
+                if state == "succeeded":
+                    self._end_reused(token, tenant, spec, record)
+                    return Submission(token, created=True)
+                if state == "running":
+                    follows = earlier
+                else:
+                    reuse.take_over(self.redis, print_, token, reuse.ttl(self.settings))
+            if follows is not None:
+                self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id, follows)
+            elif durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes:
                 packed = originals.envelope(image, content_type, tenant, spec_dict, request_id)
                 if originals.reserve(self.redis, len(packed), self.settings.redis_originals_budget):
                     self._enqueue_with_original(token, tenant, spec_dict, request_id, packed)
@@ -133,10 +157,10 @@ class Jobs:
             raise
 
     def _enqueue_after_storing(self, token: str, image: bytes, content_type: str, tenant: str, spec: dict,
-                               request_id: str | None) -> None:
+                               request_id: str | None, follows: str | None = None) -> None:
         originals.stash(self.storage, token, image, content_type, tenant, spec, request_id)
         try:
-            enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id)
+            enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, follows=follows)
         except redis.exceptions.RedisError:
             # Do not leave an original behind that no job will ever pick up.
             try:
@@ -144,6 +168,25 @@ class Jobs:
             except ResizerError:
                 pass  # the reconciler would queue it: harmless work nobody asked for; the lifecycle rule ends it
             raise
+
+    def _earlier(self, earlier: str, tenant: str) -> tuple[str, dict[str, Any] | None]:
+        """What became of the job that holds a fingerprint: succeeded (its record), running, or gone."""
+        record = records.read_result(self.redis, earlier, tenant)
+        if record is None:
+            state = self.redis.hget(Job.key_for(earlier), "status")
+            if state is not None and state.decode() not in (JobStatus.FAILED, JobStatus.STOPPED,
+                                                             JobStatus.CANCELED, JobStatus.FINISHED):
+                return "running", None
+            record = records.read_durable(self.storage, tenant, earlier)
+        if record is not None and record.get("status") == "SUCCESS":
+            return "succeeded", record
+        return "gone", None
+
+    def _end_reused(self, token: str, tenant: str, spec: JobSpec, earlier: dict[str, Any]) -> None:
+        """The same work was done and its outputs are kept: this job ends now, with them."""
+        now = isoformat(utcnow())
+        endings.end(self._recorder, None, token, tenant, spec.callback_url, reuse.reused(earlier, now, now),
+                    original="none", connection=self.redis)
 
     def _wait_for_disk(self, durable: durability.Durability) -> None:
         """WAITAOF: answer 202 only once the job is fsynced (and on a replica's disk when there is one)."""
