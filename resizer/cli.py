@@ -204,16 +204,19 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return EXIT_FAILED if body["status"] == "FAILURE" else EXIT_OK
 
 
-# A watermark's body goes as its own media type; the service sniffs the bytes anyway, so an
-# unknown file is sent as what it claims to be and the service's 415 explains the refusal.
+# A watermark goes as the raw body with its own media type: what the bytes say, else the file's
+# extension (the service sniffs the bytes anyway and names what is wrong with them).
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"RIFF", "image/webp"))
+_BY_EXTENSION = {".png": "image/png", ".webp": "image/webp"}
 
 
-def _media_type(data: bytes) -> str:
+def _media_type(path: Path, data: bytes) -> str:
     for magic, media_type in _MAGIC:
         if data.startswith(magic) and (media_type != "image/webp" or data[8:12] == b"WEBP"):
             return media_type
-    return "application/octet-stream"
+    if path.suffix.lower() in _BY_EXTENSION:
+        return _BY_EXTENSION[path.suffix.lower()]
+    raise CliError(f"{path}: not a PNG or WebP image; a watermark must be one (they keep transparency)", EXIT_USAGE)
 
 
 def cmd_watermark(client: Client, args: argparse.Namespace) -> int:
@@ -222,7 +225,7 @@ def cmd_watermark(client: Client, args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CliError(f"{path}: no such file", EXIT_USAGE)
         data = path.read_bytes()
-        replaced, mark = client.put_watermark(args.name, data, _media_type(data))
+        replaced, mark = client.put_watermark(args.name, data, _media_type(path, data))
         print(f"{'replaced' if replaced else 'stored'} watermark {mark['name']}: "
               f"{mark['width']}x{mark['height']}, {mark['bytes']:,} bytes")
     elif args.action == "list":

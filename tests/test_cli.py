@@ -84,7 +84,10 @@ def test_watermark_put_failures_say_why(stack, files, tmp_path):
     bad_name = cli(stack, "watermark", "put", "Bad Name", files("a.png", png()))
     assert bad_name.returncode == 3 and "invalid_parameter" in bad_name.stderr
     jpeg = cli(stack, "watermark", "put", "photo", str(CORPUS / "good" / "hopper.jpg"))
-    assert jpeg.returncode == 3 and "unsupported_image_format" in jpeg.stderr
+    assert jpeg.returncode == 2 and "not a PNG or WebP image" in jpeg.stderr  # said before sending it
+    jpeg_bytes = (CORPUS / "good" / "hopper.jpg").read_bytes()
+    disguised = cli(stack, "watermark", "put", "photo", files("photo.png", jpeg_bytes))
+    assert disguised.returncode == 3 and "unsupported_image_format" in disguised.stderr  # the service's word
     broken = cli(stack, "watermark", "put", "broken", files("broken.png", png()[:60]))
     assert broken.returncode == 3 and "corrupt_image" in broken.stderr
     missing = cli(stack, "watermark", "put", "x", str(tmp_path / "nope.png"))
