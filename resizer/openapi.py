@@ -280,7 +280,9 @@ def _watermark_paths(error) -> dict[str, Any]:
             "operationId": "listWatermarks",
             "security": [{}, {"apiKey": []}],
             "summary": "This API key's watermarks",
-            "responses": {"200": ok("The watermarks, sorted by name.", "WatermarkList"), **common},
+            "responses": {"200": ok("The watermarks, sorted by name.", "WatermarkList"),
+                          "422": error(_codes(errors.CorruptImage) + " (a stored watermark cannot be read)"),
+                          **common},
         }},
         "/api/v1/watermarks/{name}": {
             "put": {

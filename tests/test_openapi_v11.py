@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 
 import pytest
-import requests
 import schemathesis
+from jsonschema_rs import Draft202012Validator  # schemathesis's own validator
 from PIL import Image
 
 from resizer.imaging.spec import ANCHORS, GRAVITIES
@@ -144,15 +143,10 @@ def test_real_v11_responses_validate_against_the_document(api):
     delete.validate_response(missing)
 
     # The document is strict about the new fields: a status that breaks them does not validate.
+    job_status = Draft202012Validator({"$ref": "#/components/schemas/JobStatus", "components": DOC["components"]})
+    assert job_status.is_valid(body)
     for breaks in (lambda b: b["placeholder"].update(color="red"), lambda b: b["source"].pop("width"),
                    lambda b: b.update(reused="no")):
         broken = copy.deepcopy(body)
         breaks(broken)
-        with pytest.raises(AssertionError):  # schemathesis' failures are AssertionErrors
-            status_op.validate_response(fake_response(done, broken))
-
-
-def fake_response(real: requests.Response, body: dict) -> requests.Response:
-    response = copy.copy(real)
-    response._content = json.dumps(body).encode()
-    return response
+        assert not job_status.is_valid(broken), broken
