@@ -167,10 +167,12 @@ def test_upload_page_offers_smart_gravity_and_watermarks_and_paints_the_placehol
         page.wait_for_timeout(20)  # lets Playwright dispatch the route event; returns as soon as it has
     assert held and page.evaluate("() => document.getElementById('output').naturalWidth") == 0
     assert page.evaluate("() => getComputedStyle(document.getElementById('output')).opacity") == "0"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#result").screenshot(path=str(ARTIFACTS / "upload-page-placeholder.png"))
 
-    page.unroute(f"{storage}/**")
     for route in held:
         route.continue_()
+    page.unroute(f"{storage}/**")
     page.wait_for_function("() => { const img = document.getElementById('output');"
                            " return img.complete && img.naturalWidth > 0; }", timeout=15_000)
     expect(frame).to_have_class("frame loaded")
@@ -191,6 +193,7 @@ def test_upload_page_offers_smart_gravity_and_watermarks_and_paints_the_placehol
         assert gray.crop((520, 300, 620, 328)).getextrema()[1] < 80  # just above it: the hills alone
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_function("() => getComputedStyle(document.getElementById('output')).opacity === '1'")  # faded in
     page.screenshot(path=str(ARTIFACTS / "upload-page-watermark.png"), full_page=True)
     assert page.evaluate("() => window.__csp") == []
     assert not errors, errors
