@@ -52,6 +52,7 @@ class Faults:
 
     def __init__(self, stack: Stack, log):
         self.stack, self.log, self.done = stack, log, []
+        self.finished, self.stop = threading.Event(), threading.Event()
 
     def restart_redis(self, empty: bool) -> None:
         self.stack.kill("redis", signal.SIGKILL)
@@ -85,6 +86,10 @@ class Faults:
             self.log(f"t={time.monotonic() - start:5.1f}s  {what}")
             fault()
             self.done.append(what)
+        self.finished.set()
+        # Stay alive: a process started from this thread gets SIGTERM when the thread ends
+        # (PR_SET_PDEATHSIG follows the thread that forked it), so the restarted Redis lives on.
+        self.stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         (27, "Redis SIGKILLed, restarted empty", lambda: faults.restart_redis(empty=True)),
     ]
     injector = threading.Thread(target=faults.run, args=(schedule,), daemon=True)
+    lost: dict[str, str] = {}
     started = time.monotonic()
     try:
         injector.start()
         with ThreadPoolExecutor(args.clients) as pool:
             list(tqdm(pool.map(submit, range(args.jobs)), total=args.jobs, desc="submitting under faults"))
-        injector.join()
+        faults.finished.wait()
         ended: dict[str, str] = {}
-        lost: dict[str, str] = {}
         pending = list(tokens)
         deadline = time.monotonic() + 900
         bar = tqdm(total=len(tokens), desc="waiting for every accepted job")
@@ -188,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
             "jobs": args.jobs, "accepted": len(tokens), "client_gave_up": gave_up,
             "succeeded": sum(1 for s in ended.values() if s == "SUCCESS"),
             "failed": sum(1 for s in ended.values() if s == "FAILURE"),
-            "lost": len(lost), "lost_tokens": sorted(lost)[:20], "faults": lines,
+            "lost": len(lost), "lost_tokens": dict(sorted(lost.items())[:20]), "faults": lines,
             "seconds": round(time.monotonic() - started, 1),
         }
-        print(json.dumps({k: v for k, v in result.items() if k != "lost_tokens"}, indent=1))
+        print(json.dumps(result, indent=1))
+        if lost:
+            print(f"logs kept in {tmp / 'logs'}")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"faults-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(result, indent=1))
         return 0 if not lost and not gave_up else 1
     finally:
         stack.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        faults.stop.set()
+        if not lost:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

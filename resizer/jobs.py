@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_PREFIX = "resizer:idem:"
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
 WAITAOF_TIMEOUT_MS = 1000
+REUSE_WAIT = 5.0  # seconds an identical submit waits for the first one's job to be queued
 
 
 @dataclass
@@ -98,9 +99,9 @@ class Jobs:
                 return Submission(earlier_token, created=False)
         spec_dict = spec.to_dict()
         durable = self.durability()
+        print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
         try:
             follows = None
-            print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
             earlier = reuse.claim(self.redis, print_, token, reuse.ttl(self.settings))
             if earlier is not None:
                 state, record = self._earlier(earlier, tenant)
@@ -126,6 +127,7 @@ class Jobs:
         except BaseException:
             if idem is not None:
                 self._release(idem)
+            reuse.release(self.redis, print_, token)
             raise
         return Submission(token, created=True)
 
@@ -170,13 +172,26 @@ class Jobs:
             raise
 
     def _earlier(self, earlier: str, tenant: str) -> tuple[str, dict[str, Any] | None]:
-        """What became of the job that holds a fingerprint: succeeded (its record), running, or gone."""
-        record = records.read_result(self.redis, earlier, tenant)
-        if record is None:
+        """What became of the job that holds a fingerprint: succeeded (its record), running, or gone.
+
+        The claim is taken before the first job is stored and queued; a job that is not
+        in Redis yet may still be on its way, so it is given a few seconds to appear.
+        """
+        deadline = time.monotonic() + REUSE_WAIT
+        while True:
+            record = records.read_result(self.redis, earlier, tenant)
+            if record is not None:
+                break
             state = self.redis.hget(Job.key_for(earlier), "status")
-            if state is not None and state.decode() not in (JobStatus.FAILED, JobStatus.STOPPED,
-                                                             JobStatus.CANCELED, JobStatus.FINISHED):
-                return "running", None
+            if state is not None:
+                if state.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED,
+                                          JobStatus.FINISHED):
+                    return "running", None
+                break
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if record is None:
             record = records.read_durable(self.storage, tenant, earlier)
         if record is not None and record.get("status") == "SUCCESS":
             return "succeeded", record

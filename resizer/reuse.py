@@ -45,6 +45,15 @@ def claim(connection: redis.Redis, print_: str, token: str, seconds: int) -> str
     return earlier.decode() if earlier is not None else claim(connection, print_, token, seconds)
 
 
+def release(connection: redis.Redis, print_: str, token: str) -> None:
+    """Give the claim up (the submit that took it failed), unless another token holds it by now."""
+    try:
+        if connection.get(PREFIX + print_) == token.encode():
+            connection.delete(PREFIX + print_)
+    except redis.exceptions.RedisError:
+        pass  # an identical submit waits a few seconds, then takes the claim over
+
+
 def take_over(connection: redis.Redis, print_: str, token: str, seconds: int) -> None:
     connection.set(PREFIX + print_, token, ex=seconds)
 

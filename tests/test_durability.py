@@ -54,8 +54,8 @@ def make_stack(tmp_path):
 
 def accept_burst(api: Api, image: bytes) -> list[str]:
     tokens = []
-    for _ in range(BURST):  # PNG output at full size: a few hundred ms of work each
-        r = api.post({"imageData": b64(image), "width": 1600, "format": "png"})
+    for i in range(BURST):  # PNG output at full size: a few hundred ms of work each; all different jobs
+        r = api.post({"imageData": b64(image), "width": 1600 - i, "format": "png"})
         assert r.status_code == 202, r.text
         tokens.append(r.json()["token"])
     return tokens

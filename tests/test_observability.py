@@ -50,8 +50,8 @@ def test_metrics_need_the_token(observed):
 def test_metrics_count_requests_jobs_and_stages(observed):
     _, api = observed
     before = scrape(api)
-    for _ in range(3):
-        assert api.wait(api.submit(image_bytes((300, 200)), width=50))["status"] == "SUCCESS"
+    for i in range(3):  # three different jobs (identical ones would be reused, not processed)
+        assert api.wait(api.submit(image_bytes((300, 200)), width=50 + i))["status"] == "SUCCESS"
     bad = api.submit((CORPUS / "bad" / "truncated_jpeg.jpg").read_bytes())
     assert api.wait(bad)["status"] == "FAILURE"
     api.post({"imageData": "!!"})  # a 400
