@@ -37,7 +37,7 @@ from bench.images import jpeg, png  # noqa: E402
 from bench.kernel import ceiling, kernel_table  # noqa: E402
 from bench.load import WORKLOADS, Client, job_for, run_load  # noqa: E402
 from bench.phases import OPTS, backlog, children, drain, post_latency, reset_peak_rss, soak, vm_hwm_mb  # noqa: E402
-from bench.report import markdown  # noqa: E402
+from bench.report import markdown, ms  # noqa: E402
 
 
 # -- images ------------------------------------------------------------------------
@@ -147,11 +147,10 @@ def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], r
                            **run_load(job, system.roles(), desc, args.jobs, args.seconds)}
                     rows.append(row)
                     cpu = row["cpu_ms_per_job"]
-                    print(f"    {w.label:<24} {name:>8} {mode:<9} {row['jobs_per_s']:8.1f} jobs/s  p50"
-                          f" {row['p50_ms']:5.0f} ms  CPU/job {cpu['total']:6.1f} ms (api {cpu['api']:.1f},"
-                          f" workers {cpu['workers']:.1f}, storage {cpu['storage']:.1f}, redis {cpu['redis']:.1f},"
-                          f" client {cpu['client']:.1f})" + (f"  FAILED {row['failures']}: {row['errors']}"
-                                                             if row["failures"] else ""), flush=True)
+                    roles = ", ".join(f"{k} {ms(cpu[k])}" for k in ("api", "workers", "storage", "redis", "client"))
+                    say(f"  {w.label:<24} {name:>8} {mode:<9} {row['jobs_per_s']:8.1f} jobs/s  p50 {row['p50_ms']:5.0f}"
+                        f" ms  CPU/job {cpu['total']:6.1f} ms ({roles})"
+                        + (f"  FAILED {row['failures']}: {row['errors']}" if row["failures"] else ""))
 
 
 _T0 = time.perf_counter()
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems.values():
                 system.start()
             results["peers"] = "; ".join(
-                [f"original: Flask {ORIGINAL_NOTE}" if "original" in systems else "",
+                [f"original: Flask + {systems['original'].version} {ORIGINAL_NOTE}" if "original" in systems else "",
                  f"{systems['thumbor'].version}, 2 processes" if "thumbor" in systems else ""]).strip("; ") or "—"
             if "e2e" in phases:
                 say("end to end: every workload, system and client mode...")
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-ORIGINAL_NOTE = "+ Celery (prefork, concurrency 2), gunicorn 2×8 threads, Redis broker and result backend"
+ORIGINAL_NOTE = "(prefork, concurrency 2), gunicorn 2×8 threads, Redis broker and result backend"
 
 
 class _Skip(Exception):

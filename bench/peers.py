@@ -113,6 +113,8 @@ class Original:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "ORIGINAL_REDIS_URL": f"{redis_url}/1",
                     "ORIGINAL_RESULTS_DIR": str(self.results), "PYTHONUNBUFFERED": "1"}
         self.group = Group(workdir / "logs" / "original")
+        self.version = "celery " + subprocess.run([str(self.bin / "celery"), "--version"], capture_output=True,
+                                                  text=True).stdout.split(" ")[0].strip()
 
     def start(self) -> "Original":
         self.start_workers()

@@ -98,14 +98,15 @@ def self_cpu_seconds() -> float:
 ROLES = ("api", "workers", "storage", "redis", "client")
 
 
-def snapshot(roles: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far per role; ``roles`` maps a role to the root pids of its process trees."""
-    out = {role: sum(tree_cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
+def snapshot(roles: dict[str, list[int]]) -> dict[str, float | None]:
+    """CPU seconds so far per role; ``roles`` maps a role to the root pids of its process trees (none: None)."""
+    out = {role: sum(tree_cpu_seconds(pid) for pid in pids) if pids else None for role, pids in roles.items()}
     out["client"] = self_cpu_seconds()
     return out
 
 
-def per_job_ms(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
-    ms = {role: (after[role] - before[role]) * 1000 / max(jobs, 1) for role in after}
-    ms["total"] = sum(ms.values())
+def per_job_ms(before: dict[str, float | None], after: dict[str, float | None], jobs: int) -> dict[str, float | None]:
+    """ms of CPU per job by role; None for a role the system does not have (thumbor has no Redis)."""
+    ms = {role: None if after[role] is None else (after[role] - before[role]) * 1000 / max(jobs, 1) for role in after}
+    ms["total"] = sum(v for v in ms.values() if v is not None)
     return ms

@@ -83,10 +83,14 @@ def comparison(results: dict) -> list[str]:
               "|---|---|---|---:|---:|---:|---:|" + "---:|" * (len(ROLE_NAMES) + 1)]
     for r in rows:
         cpu = r["cpu_ms_per_job"]
-        cells = " | ".join(f"{cpu[k]:.1f}" if k in cpu else "—" for k, _ in ROLE_NAMES)
+        cells = " | ".join(ms(cpu.get(k)) for k, _ in ROLE_NAMES)
         lines.append(f"| {labels[r['workload']]} | {r['system']} | {r['mode']} | {r['jobs_per_s']:.1f}"
                      f" | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failures']} | {cells} | {cpu['total']:.1f} |")
     return lines + [""]
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _verdict(ok: bool) -> str:
