@@ -84,9 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="end-to-end workloads, comma-separated: " + ",".join(w.key for w in WORKLOADS))
     parser.add_argument("--systems", default=None, help="ours,original,thumbor (default: all; smoke: ours,original)")
     parser.add_argument("--modes", default="polling,long poll,sync", help="client modes: polling, long poll, sync")
-    parser.add_argument("--jobs", type=int, default=None, help="jobs per end-to-end case (default 300; smoke 16)")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs measured per end-to-end case (smoke: 16)")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="time per end-to-end case instead of a job count (with --jobs: whichever ends first)")
+                        help="seconds measured per end-to-end case (default 20 unless --jobs is given; with"
+                             " --jobs: whichever ends first)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the end-to-end matrix, interleaved")
     parser.add_argument("--backlog-jobs", type=int, default=None, help="jobs queued in the backlog phase (3000)")
     parser.add_argument("--backlog-systems", default="ours,original")
@@ -109,7 +110,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad:
             parser.error(f"unknown {what} {', '.join(sorted(bad))}; choose from {', '.join(allowed)}")
     if args.jobs is None and args.seconds is None:
-        args.jobs = 16 if args.smoke else 300
+        if args.smoke:
+            args.jobs = 16
+        else:
+            args.seconds = 20.0
     # the docs show a full run only
     args.full = not args.smoke and argv_is_default(argv)
     return args

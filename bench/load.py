@@ -129,52 +129,57 @@ def pct(values: list[float], p: float) -> float:
 
 def run_load(job: Callable[[], bool], roles: dict[str, list[int]], desc: str, jobs: int | None,
              seconds: float | None) -> dict:
-    """CLIENTS threads run ``job`` until ``jobs`` are done or ``seconds`` have passed; CPU per role is read
-    from /proc around the measured part (the warm-up, one job per client, is left out)."""
-    lock = threading.Lock()
-    issued, latencies, errors = 0, [], []
-    failures = 0
-    stop_at = None
+    """CLIENTS threads run ``job`` back to back; what is measured is a window of steady load.
 
-    def client_loop(limit: int, bar: tqdm | None) -> None:
-        nonlocal issued, failures
-        while True:
-            with lock:
-                if issued >= limit or (stop_at is not None and time.perf_counter() >= stop_at):
-                    return
-                issued += 1
+    The window opens when the first CLIENTS jobs (the warm-up) have ended and closes when ``jobs`` more
+    have ended or ``seconds`` have passed, whichever comes first.  jobs/s is the jobs that ended inside
+    it over its length, and CPU per role is read from /proc at its two edges, so neither the ramp-up nor
+    the tail of the last jobs in flight skews a slow system's figures.
+    """
+    lock = threading.Lock()
+    limit = jobs if jobs is not None else 10**9
+    window: dict = {"opened": None, "closed": None, "before": None, "after": None}
+    latencies: list[float] = []
+    errors: list[str] = []
+    state = {"ended": 0, "failures": 0}
+    bar = tqdm(total=jobs, desc=desc, leave=False, unit="job")
+
+    def ended(latency: float, ok: bool) -> None:
+        now = time.perf_counter()
+        with lock:
+            state["ended"] += 1
+            if window["opened"] is None:
+                if state["ended"] >= CLIENTS:
+                    window["before"], window["opened"] = snapshot(roles), now
+                return
+            if window["closed"] is not None:
+                return
+            latencies.append(latency)
+            state["failures"] += not ok
+            bar.update()
+            if len(latencies) >= limit or (seconds and now - window["opened"] >= seconds):
+                window["closed"], window["after"] = now, snapshot(roles)
+
+    def client_loop() -> None:
+        while window["closed"] is None:
             t = time.perf_counter()
             try:
                 ok = job()
             except Exception as exc:  # a failed job is a result to report, not a reason to stop the run
                 ok = False
                 errors.append(str(exc)[:200])
-            with lock:
-                latencies.append(time.perf_counter() - t)
-                failures += not ok
-            if bar is not None:
-                bar.update()
+            ended(time.perf_counter() - t, ok)
 
-    def run(limit: int, bar: tqdm | None) -> None:
-        threads = [threading.Thread(target=client_loop, args=(limit, bar), daemon=True) for _ in range(CLIENTS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-
-    run(CLIENTS, None)  # warm-up
-    issued, failures = 0, 0
-    latencies.clear(), errors.clear()
-    limit = jobs if jobs is not None else 10**9
-    before = snapshot(roles)
-    start = time.perf_counter()
-    stop_at = start + seconds if seconds else None
-    with tqdm(total=jobs, desc=desc, leave=False, unit="job") as bar:
-        run(limit, bar)
-    elapsed = time.perf_counter() - start
-    after = snapshot(roles)
-    done = len(latencies)
-    return {"jobs": done, "seconds": elapsed, "jobs_per_s": (done - failures) / elapsed, "failures": failures,
+    threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        while th.is_alive():
+            th.join(0.2)  # with a timeout, so Ctrl-C is not held up until every job has ended
+    bar.close()
+    length = window["closed"] - window["opened"]
+    done, failures = len(latencies), state["failures"]
+    return {"jobs": done, "seconds": length, "jobs_per_s": (done - failures) / length, "failures": failures,
             "errors": sorted(set(errors))[:3], "p50_ms": pct(latencies, 50) * 1000,
             "p95_ms": pct(latencies, 95) * 1000, "p99_ms": pct(latencies, 99) * 1000,
-            "cpu_ms_per_job": per_job_ms(before, after, done)}
+            "cpu_ms_per_job": per_job_ms(window["before"], window["after"], done)}
