@@ -148,7 +148,7 @@ def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], r
                         continue
                     desc = f"{w.key} {name} {mode}" + (f" (round {rnd})" if args.rounds > 1 else "")
                     row = {"workload": key, "system": name, "mode": mode, "round": rnd,
-                           **run_load(job, system.roles(), desc, args.jobs, args.seconds)}
+                           **run_load(job, system.roles, desc, args.jobs, args.seconds)}
                     rows.append(row)
                     cpu = row["cpu_ms_per_job"]
                     roles = ", ".join(f"{k} {ms(cpu[k])}" for k in ("api", "workers", "storage", "redis", "client"))

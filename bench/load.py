@@ -19,7 +19,7 @@ from typing import Callable
 import requests
 from tqdm import tqdm
 
-from bench.procs import per_job_ms, snapshot
+from bench.procs import CpuMeter, per_job_ms
 
 CLIENTS = 8
 POLL_INTERVAL = 0.010
@@ -127,18 +127,19 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def run_load(job: Callable[[], bool], roles: dict[str, list[int]], desc: str, jobs: int | None,
+def run_load(job: Callable[[], bool], roles: Callable[[], dict[str, list[int]]], desc: str, jobs: int | None,
              seconds: float | None) -> dict:
     """CLIENTS threads run ``job`` back to back; what is measured is a window of steady load.
 
     The window opens when the first CLIENTS jobs (the warm-up) have ended and closes when ``jobs`` more
     have ended or ``seconds`` have passed, whichever comes first.  jobs/s is the jobs that ended inside
-    it over its length, and CPU per role is read from /proc at its two edges, so neither the ramp-up nor
-    the tail of the last jobs in flight skews a slow system's figures.
+    it over its length, and CPU per role is read from /proc over it (bench.procs.CpuMeter), so neither the
+    ramp-up nor the tail of the last jobs in flight skews a slow system's figures.
     """
     lock = threading.Lock()
     limit = jobs if jobs is not None else 10**9
-    window: dict = {"opened": None, "closed": None, "before": None, "after": None}
+    window: dict = {"opened": None, "closed": None, "cpu": None}
+    meter = CpuMeter(roles)
     latencies: list[float] = []
     errors: list[str] = []
     state = {"ended": 0, "failures": 0}
@@ -150,7 +151,8 @@ def run_load(job: Callable[[], bool], roles: dict[str, list[int]], desc: str, jo
             state["ended"] += 1
             if window["opened"] is None:
                 if state["ended"] >= CLIENTS:
-                    window["before"], window["opened"] = snapshot(roles), now
+                    meter.open()
+                    window["opened"] = now
                 return
             if window["closed"] is not None:
                 return
@@ -158,7 +160,7 @@ def run_load(job: Callable[[], bool], roles: dict[str, list[int]], desc: str, jo
             state["failures"] += not ok
             bar.update()
             if len(latencies) >= limit or (seconds and now - window["opened"] >= seconds):
-                window["closed"], window["after"] = now, snapshot(roles)
+                window["closed"], window["cpu"] = now, meter.close()
 
     def client_loop() -> None:
         while window["closed"] is None:
@@ -182,4 +184,4 @@ def run_load(job: Callable[[], bool], roles: dict[str, list[int]], desc: str, jo
     return {"jobs": done, "seconds": length, "jobs_per_s": (done - failures) / length, "failures": failures,
             "errors": sorted(set(errors))[:3], "p50_ms": pct(latencies, 50) * 1000,
             "p95_ms": pct(latencies, 95) * 1000, "p99_ms": pct(latencies, 99) * 1000,
-            "cpu_ms_per_job": per_job_ms(window["before"], window["after"], done)}
+            "cpu_ms_per_job": per_job_ms(window["cpu"], done)}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
+from typing import Callable
 
 from resizer.local import _die_with_parent
 
@@ -85,28 +87,69 @@ def _stat_seconds(pid: int, with_reaped: bool) -> float:
     return (utime + stime + ((cutime + cstime) if with_reaped else 0)) / CLK_TCK
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and all its descendants, live (utime+stime) and already reaped (cutime+cstime)."""
-    return sum(_stat_seconds(p, with_reaped=True) for p in descendants(pid))
-
-
 def self_cpu_seconds() -> float:
     """This process's own CPU (all its threads: the load client), without the children it ran."""
     return _stat_seconds(os.getpid(), with_reaped=False)
 
 
-ROLES = ("api", "workers", "storage", "redis", "client")
+class CpuMeter:
+    """CPU seconds per role over a window, robust to processes that come and go inside it.
+
+    ``roles`` is asked afresh at every sample (every 0.2 s), so a worker that exits (ours recycles
+    one after WORKER_MAX_JOBS jobs) and its replacement both count: each process is charged what it
+    ran inside the window as seen by its last sample (a process that ends loses at most its last 0.2 s;
+    one born inside the window counts from zero).  Only each process's own time is summed, not the
+    time of children it reaped, which are tracked themselves.
+    """
+
+    def __init__(self, roles: Callable[[], dict[str, list[int]]], interval: float = 0.2):
+        self.roles = roles
+        self.interval = interval
+        self.base: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.empty: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client0 = 0.0
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        seen = {}
+        for role, roots in self.roles().items():
+            if not roots:
+                self.empty.add(role)
+            for root in roots:
+                for pid in descendants(root):
+                    seen[pid] = (role, _stat_seconds(pid, with_reaped=False))
+        return seen
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(self._sample())
+
+    def open(self) -> None:
+        first = self._sample()
+        self.base = {pid: cpu for pid, (_, cpu) in first.items()}
+        self.last = dict(first)
+        self._client0 = self_cpu_seconds()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def close(self) -> dict[str, float | None]:
+        """Seconds per role since open(); None for a role with no process (thumbor has no Redis)."""
+        client = self_cpu_seconds() - self._client0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.last.update(self._sample())
+        out: dict[str, float | None] = {role: None for role in self.empty}
+        for pid, (role, cpu) in self.last.items():
+            out[role] = (out.get(role) or 0.0) + max(0.0, cpu - self.base.get(pid, 0.0))
+        out["client"] = client
+        return out
 
 
-def snapshot(roles: dict[str, list[int]]) -> dict[str, float | None]:
-    """CPU seconds so far per role; ``roles`` maps a role to the root pids of its process trees (none: None)."""
-    out = {role: sum(tree_cpu_seconds(pid) for pid in pids) if pids else None for role, pids in roles.items()}
-    out["client"] = self_cpu_seconds()
-    return out
-
-
-def per_job_ms(before: dict[str, float | None], after: dict[str, float | None], jobs: int) -> dict[str, float | None]:
-    """ms of CPU per job by role; None for a role the system does not have (thumbor has no Redis)."""
-    ms = {role: None if after[role] is None else (after[role] - before[role]) * 1000 / max(jobs, 1) for role in after}
+def per_job_ms(seconds: dict[str, float | None], jobs: int) -> dict[str, float | None]:
+    """ms of CPU per job by role; None for a role the system does not have."""
+    ms = {role: None if v is None else v * 1000 / max(jobs, 1) for role, v in seconds.items()}
     ms["total"] = sum(v for v in ms.values() if v is not None)
     return ms

@@ -76,8 +76,8 @@ def comparison(results: dict) -> list[str]:
             lines.append(f"| {labels[g['workload']]} | {g['ratio']} | {_range(g['values'], 2)}× | ≥ {g['goal']:g}× |"
                          f" {'pass' if g['passed'] else '**FAIL**'} |")
     lines += ["", "Latency and CPU per job by role (ms of CPU, from /proc/<pid>/stat of each role's process tree,"
-              " reaped children included; thumbor's two processes count as API; the original's storage is its"
-              " worker's local file):", "",
+              " sampled over the measured window; thumbor's two processes count as API; the original stores to a"
+              " local file, so it has no storage server):", "",
               "| workload | system | mode | jobs/s | p50 ms | p99 ms | failed | "
               + " | ".join(n for _, n in ROLE_NAMES) + " | total |",
               "|---|---|---|---:|---:|---:|---:|" + "---:|" * (len(ROLE_NAMES) + 1)]
