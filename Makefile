@@ -35,10 +35,10 @@ test: install system-deps  ## the whole suite: unit tests and end-to-end tests a
 test-fast: install  ## unit tests only (no redis-server, browser or servers needed)
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: install  ## full benchmark: writes docs/performance.md and bench/results/
-	$(PY) bench/bench.py
+bench: install  ## full benchmark against the original design and thumbor: docs/performance.md, bench/results/
+	$(PY) bench/bench.py $(BENCH_ARGS)  # e.g. BENCH_ARGS="--only e2e --workload png1 --systems ours,original"
 
-bench-smoke: install
+bench-smoke: install  ## a quick run of every benchmark path but thumbor's (part of `make test`)
 	$(PY) bench/bench.py --smoke
 
 clean:

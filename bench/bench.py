@@ -1,315 +1,59 @@
 """The benchmark: one command, the real stack, a table.  `make bench` (or `--smoke` for a quick check).
 
-Phases, each printed as it runs:
-  1. kernel    decode+resize+encode only: ours vs naive Pillow (full decode + Lanczos), time and peak memory
-  2. ceiling   the same kernel in as many processes as workers: the most the hardware allows
-  3. e2e       the whole service (gunicorn, RQ workers, redis-server, rclone serve s3) driven by
-               8 concurrent clients that POST and poll until SUCCESS: jobs/s and latency percentiles
-  4. post      POST latency of a 2 MB upload while the workers are busy
-  5. memory    peak RSS of a worker (incl. a 50 MP JPEG job) and of an API process
-  6. soak      thousands of jobs while workers are SIGKILLed at random: lost and duplicated must be 0
+Phases (``--only``), each printed as it runs:
+  kernel   decode+resize+encode only: ours vs naive Pillow (full decode + Lanczos), time and peak memory
+  e2e      the workloads of issue 14 on three systems driven by the same 8-client load (bench/load.py):
+           ours (gunicorn, RQ workers, rclone serve s3), the original design (bench/original: Flask +
+           Celery) and thumbor 7.7; jobs/s, latency, CPU per job of each role read from /proc, and
+           the ratios the goals are stated in.  Also the kernel ceiling: ours in 2 processes, no plumbing
+  post     POST latency of a 2 MB upload while the workers are busy (ours)
+  memory   peak RSS of a worker (incl. a 50 MP JPEG job) and of an API process (ours)
+  backlog  Redis memory with thousands of jobs queued and the workers stopped (ours and the original)
+  soak     thousands of jobs while workers are SIGKILLed at random: lost and duplicated must be 0 (ours)
 
+Every server runs on a free port with PR_SET_PDEATHSIG: it ends with the benchmark.
 Results go to bench/results/<time>.json and .md, and (full runs) docs/performance.md.
+A quick A/B: ``bench/bench.py --only e2e --workload png1 --systems ours,original --jobs 400``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
-import multiprocessing
 import os
-import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.images import jpeg, png  # noqa: E402
-
-WORKERS = 2
-CLIENTS = 8
+from bench.kernel import ceiling, kernel_table  # noqa: E402
+from bench.load import WORKLOADS, Client, job_for, run_load  # noqa: E402
+from bench.phases import OPTS, backlog, children, drain, post_latency, reset_peak_rss, soak, vm_hwm_mb  # noqa: E402
+from bench.report import markdown, ms  # noqa: E402
 
 
 # -- images ------------------------------------------------------------------------
 def make_images(smoke: bool) -> dict[str, bytes]:
-    sizes = {"1x1 PNG": None, "1024x768 JPEG": (1024, 768), "2 MP JPEG": (1632, 1224), "12 MP JPEG": (4000, 3000),
-             "36 MP JPEG": (7200, 5000)}
-    if smoke:
-        sizes = {"1x1 PNG": None, "1024x768 JPEG": (320, 240), "2 MP JPEG": (400, 300)}
+    sizes = {"1x1 PNG": None, "1024x768 JPEG": (1024, 768), "2 MP JPEG": (1632, 1224), "2.8 MP JPEG": (2048, 1365),
+             "12 MP JPEG": (4000, 3000), "36 MP JPEG": (7200, 5000)}
+    if smoke:  # the same names, small pixels: a check that every path works, not a measurement
+        sizes = {"1x1 PNG": None, "1024x768 JPEG": (320, 240), "2.8 MP JPEG": (400, 300), "12 MP JPEG": (480, 360)}
     images = {}
     for name, size in tqdm(sizes.items(), desc="generating images", leave=False):
         images[name] = png(1, 1) if size is None else jpeg(*size, quality=85, seed=len(images) + 1)
     return images
 
 
-TARGETS = {"100x100": {"width": 100, "height": 100}, "1024 wide": {"width": 1024}}
-
-
-# -- 1. kernel: ours vs naive ----------------------------------------------------------------
-_KERNEL_SNIPPET = r"""
-import io, json, resource, sys, time
-sys.path.insert(0, {root!r})
-from PIL import Image
-from resizer.imaging import ImageLimits, process
-from resizer.options import Limits, parse_options
-data = open({path!r}, "rb").read()
-opts = json.loads({opts!r})
-spec = parse_options(opts, Limits())
-def ours():
-    return process(data, spec, ImageLimits())[0].data
-def naive():
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    w, h = im.size
-    size = (opts["width"], opts.get("height") or max(1, round(h * opts["width"] / w)))
-    buf = io.BytesIO()
-    im.resize(size, Image.Resampling.LANCZOS).convert("RGB").save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-fn = ours if {which!r} == "ours" else naive
-def status(field):  # kB; VmHWM starts fresh at exec, unlike ru_maxrss, which a child inherits from its parent
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-base = status("VmRSS")
-fn()
-times = []
-for _ in range({repeat}):
-    t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-peak = status("VmHWM")
-print(json.dumps({{"ms": sorted(times)[len(times) // 2] * 1000, "peak_mb": (peak - base) / 1024}}))
-"""
-
-
-def kernel_case(path: Path, opts: dict, which: str, repeat: int) -> dict:
-    """One measurement in a fresh process, so peak memory is this case's alone."""
-    code = _KERNEL_SNIPPET.format(root=str(ROOT), path=str(path), opts=json.dumps(opts), which=which, repeat=repeat)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
-
-
-def kernel_table(images: dict[str, bytes], tmp: Path, smoke: bool) -> list[dict]:
-    rows = []
-    names = [n for n in images if "JPEG" in n and ("MP" in n or smoke)]
-    cases = [(n, t) for n in names for t in TARGETS]
-    for name, target in tqdm(cases, desc="kernel: ours vs naive", leave=False):
-        path = tmp / f"{name.replace(' ', '_')}.jpg"
-        path.write_bytes(images[name])
-        repeat = 3 if smoke else (5 if "36" in name else 9)
-        ours = kernel_case(path, TARGETS[target], "ours", repeat)
-        naive = kernel_case(path, TARGETS[target], "naive", repeat)
-        rows.append({"image": name, "target": target, "ours_ms": ours["ms"], "naive_ms": naive["ms"],
-                     "speedup": naive["ms"] / ours["ms"], "ours_peak_mb": ours["peak_mb"],
-                     "naive_peak_mb": naive["peak_mb"],
-                     "memory_ratio": ours["peak_mb"] / naive["peak_mb"] if naive["peak_mb"] > 0 else None})
-    return rows
-
-
-# -- 2. ceiling: the kernel in WORKERS processes -------------------------------------------
-def _ceiling_worker(args):
-    data, opts, seconds = args
-    from resizer.imaging import ImageLimits, process
-    from resizer.options import Limits, parse_options
-
-    spec = parse_options(opts, Limits())
-    process(data, spec, ImageLimits())
-    n, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        process(data, spec, ImageLimits())
-        n += 1
-    return n
-
-
-def ceiling(data: bytes, opts: dict, seconds: float) -> float:
-    with multiprocessing.get_context("spawn").Pool(WORKERS) as pool:
-        counts = pool.map(_ceiling_worker, [(data, opts, seconds)] * WORKERS)
-    return sum(counts) / seconds
-
-
-# -- 3. end to end -----------------------------------------------------------------------------
-class Client:
-    def __init__(self, base: str):
-        self.base = base
-        self.local = threading.local()
-
-    @property
-    def http(self) -> requests.Session:
-        if not hasattr(self.local, "s"):
-            self.local.s = requests.Session()
-        return self.local.s
-
-    def post(self, body: bytes, opts: dict) -> tuple[str, float]:
-        t = time.perf_counter()
-        r = self.http.post(f"{self.base}/api/v1/resize", data=body, params=opts,
-                           headers={"Content-Type": "image/jpeg"}, timeout=60)
-        elapsed = time.perf_counter() - t
-        if r.status_code != 202:
-            raise RuntimeError(f"POST answered {r.status_code}: {r.text[:200]}")
-        return r.json()["token"], elapsed
-
-    def wait(self, token: str, poll: float = 0.0, deadline: float = 120) -> dict:
-        """Poll the status; each poll is a long poll (?wait=) that returns as soon as the job ends."""
-        end = time.perf_counter() + deadline
-        while time.perf_counter() < end:
-            body = self.http.get(f"{self.base}/api/v1/resize/{token}", params={"wait": 10}, timeout=60).json()
-            if body["status"] in ("SUCCESS", "FAILURE"):
-                return body
-            time.sleep(poll or 0.05)  # the server answered without waiting (all its waiting slots busy)
-        raise RuntimeError(f"job {token} did not finish in {deadline} s")
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
-def e2e(client: Client, data: bytes, opts: dict, jobs: int, desc: str) -> dict:
-    latencies, posts, failures = [], [], 0
-    bar = tqdm(total=jobs, desc=desc, leave=False)
-
-    def one(_):
-        nonlocal failures
-        t = time.perf_counter()
-        token, post = client.post(data, opts)
-        body = client.wait(token)
-        latencies.append(time.perf_counter() - t)
-        posts.append(post)
-        if body["status"] != "SUCCESS":
-            failures += 1
-        bar.update()
-
-    for _ in range(CLIENTS):  # warm-up
-        one(None)
-    latencies.clear(), posts.clear()
-    bar.reset(total=jobs)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        list(pool.map(one, range(jobs)))
-    elapsed = time.perf_counter() - start
-    bar.close()
-    return {"jobs_per_s": jobs / elapsed, "p50_ms": pct(latencies, 50) * 1000, "p95_ms": pct(latencies, 95) * 1000,
-            "p99_ms": pct(latencies, 99) * 1000, "failures": failures, "jobs": jobs}
-
-
-def post_latency(client: Client, data: bytes, count: int) -> dict:
-    """POSTs only (no polling), from CLIENTS threads, while the workers chew on what was queued."""
-    times = []
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        for _, elapsed in tqdm(pool.map(lambda _: client.post(data, {"width": 100}), range(count)), total=count,
-                               desc="POST latency (2 MB)", leave=False):
-            times.append(elapsed)
-    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "bytes": len(data), "count": count}
-
-
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak_rss(pids: list[int]) -> None:
-    """Start VmHWM afresh (Linux: writing 5 to clear_refs), so a phase's own peak can be read."""
-    for pid in pids:
-        try:
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def drain(stack, timeout: float = 300) -> None:
-    """Wait until nothing is queued, running or waiting for a retry."""
-    from redis import Redis
-    from rq import Queue
-
-    queue = Queue("resize", connection=Redis.from_url(stack.env["REDIS_URL"]))
-    end = time.time() + timeout
-    while time.time() < end:
-        if queue.count == 0 and queue.started_job_registry.count == 0 and queue.scheduled_job_registry.count == 0:
-            return
-        time.sleep(0.2)
-
-
-# -- 6. soak ----------------------------------------------------------------------------------------
-def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float, float]) -> dict:
-    from resizer.storage import Storage
-    from settings import Settings
-
-    tokens, accepted = [], 0
-    stop = threading.Event()
-    kills = 0
-
-    def killer():
-        nonlocal kills
-        rnd = random.Random(7)
-        while not stop.wait(rnd.uniform(*kill_every)):
-            name = rnd.choice([n for n in stack.procs if n.startswith("worker-")])
-            if stack.procs[name].alive():
-                stack.kill(name, signal.SIGKILL)
-                kills += 1
-
-    threading.Thread(target=killer, daemon=True).start()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        for token, _ in tqdm(pool.map(lambda _: client.post(data, {"width": 64}), range(jobs)), total=jobs,
-                             desc="soak: submitting", leave=False):
-            tokens.append(token)
-            accepted += 1
-    outcome = {"SUCCESS": 0, "FAILURE": 0}
-    lost = []
-    bar = tqdm(total=len(tokens), desc="soak: waiting for every job", leave=False)
-    deadline = time.time() + 600
-    pending = list(tokens)
-    while pending and time.time() < deadline:
-        still = []
-        for token in pending:
-            status = client.http.get(f"{client.base}/api/v1/resize/{token}", timeout=30).json().get("status")
-            if status in outcome:
-                outcome[status] += 1
-                bar.update()
-            else:
-                still.append(token)
-        pending = still
-        if pending:
-            time.sleep(1)
-    stop.set()
-    bar.close()
-    lost = pending
-    storage = Storage(Settings.from_env(stack.env))
-    duplicated = 0
-    keys: dict[str, list[str]] = {}
-    paginator = storage.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=storage.bucket, Prefix="outputs/"):
-        for obj in page.get("Contents", []):
-            token = obj["Key"].split("/")[2]
-            keys.setdefault(token, []).append(obj["Key"])
-    for token in tokens:
-        found = keys.get(token, [])
-        if len(found) > 2:  # one output + its manifest
-            duplicated += 1
-    return {"accepted": accepted, "succeeded": outcome["SUCCESS"], "failed": outcome["FAILURE"], "lost": len(lost),
-            "duplicated_outputs": duplicated, "workers_killed": kills}
+# The end-to-end workloads' files (thumbor's file loader reads them from this folder) and the kernel images they are.
+FILES = {"png1.png": "1x1 PNG", "12mp.jpg": "12 MP JPEG", "2.8mp.jpg": "2.8 MP JPEG"}
 
 
 # -- report --------------------------------------------------------------------------------------------
@@ -327,113 +71,187 @@ def cpu_reference_ms() -> float:
     return statistics.median(times) * 1000
 
 
-def markdown(results: dict) -> str:
-    speed = ""
-    if "cpu_reference_ms" in results:
-        speed = (f" CPU reference (a fixed Python loop, lower is faster): {results['cpu_reference_ms']:.0f} ms"
-                 f" before the run, {results.get('cpu_reference_ms_after', float('nan')):.0f} ms after.")
-    lines = [f"## Benchmark run {results['when']}", "",
-             f"{results['machine']}; {WORKERS} workers, {CLIENTS} concurrent clients.{speed}", ""]
-    lines += ["### Kernel: decode + resize + encode (one process)", "",
-              "| image | target | ours ms | naive ms | speed-up | ours peak MB | naive peak MB | memory ratio |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results["kernel"]:
-        ratio = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "-"
-        lines.append(f"| {r['image']} | {r['target']} | {r['ours_ms']:.1f} | {r['naive_ms']:.1f} | {r['speedup']:.1f}x"
-                     f" | {r['ours_peak_mb']:.0f} | {r['naive_peak_mb']:.0f} | {ratio} |")
-    lines += ["", "### End to end (POST → SUCCESS seen by a polling client)", "",
-              "| image | target | jobs/s | p50 ms | p95 ms | p99 ms | kernel ceiling jobs/s | efficiency |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results["e2e"]:
-        lines.append(f"| {r['image']} | {r['target']} | {r['jobs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f}"
-                     f" | {r['p99_ms']:.0f} | {r['ceiling']:.1f} | {r['efficiency']:.2f} |")
-    p = results["post"]
-    m = results["memory"]
-    lines += ["", f"POST latency, {p['bytes'] / 1e6:.1f} MB upload, {p['count']} POSTs from {CLIENTS} clients while "
-              f"workers are busy: p50 {p['p50_ms']:.0f} ms, p99 {p['p99_ms']:.0f} ms.", "",
-              f"Peak RSS: worker {m['worker_peak_mb']:.0f} MB (after a {m['big_image']} job), "
-              f"API process {m['api_peak_mb']:.0f} MB over the whole run"
-              + (" (36 and 50 MP uploads included)" if not results.get("smoke") else "")
-              + (f", {p['api_peak_mb']:.0f} MB during the 2 MB POSTs alone." if "api_peak_mb" in p else "."), ""]
-    if results.get("soak"):
-        s = results["soak"]
-        lines += [f"Soak: {s['accepted']} jobs accepted while {s['workers_killed']} workers were SIGKILLed: "
-                  f"{s['succeeded']} succeeded, {s['failed']} failed, **{s['lost']} lost**, "
-                  f"**{s['duplicated_outputs']} duplicated outputs**.", ""]
-    return "\n".join(lines)
+PHASES = ("kernel", "e2e", "post", "memory", "backlog", "soak")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="example: bench/bench.py --only e2e --workload png1 --systems ours,original"
+                                            " --jobs 400")
+    parser.add_argument("--smoke", action="store_true", help="tiny images and few jobs, no thumbor (seconds, for CI)")
+    parser.add_argument("--only", default=",".join(PHASES), help=f"phases to run, comma-separated: {','.join(PHASES)}")
+    parser.add_argument("--workload", default=None,
+                        help="end-to-end workloads, comma-separated: " + ",".join(w.key for w in WORKLOADS))
+    parser.add_argument("--systems", default=None, help="ours,original,thumbor (default: all; smoke: ours,original)")
+    parser.add_argument("--modes", default="polling,long poll,sync", help="client modes: polling, long poll, sync")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs measured per end-to-end case (smoke: 16)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds measured per end-to-end case (default 20 unless --jobs is given; with"
+                             " --jobs: whichever ends first)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the end-to-end matrix, interleaved")
+    parser.add_argument("--backlog-jobs", type=int, default=None, help="jobs queued in the backlog phase (3000)")
+    parser.add_argument("--backlog-systems", default="ours,original")
+    parser.add_argument("--soak-jobs", type=int, default=None)
+    parser.add_argument("--no-soak", action="store_true", help="the same as leaving soak out of --only")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    args = parser.parse_args(argv)
+    args.phases = [p.strip() for p in args.only.split(",") if p.strip()]
+    if args.no_soak and "soak" in args.phases:
+        args.phases.remove("soak")
+    unknown = set(args.phases) - set(PHASES)
+    keys = [w.key for w in WORKLOADS]
+    args.workloads = args.workload.split(",") if args.workload else (["png1", "2.8mp-100"] if args.smoke else keys)
+    args.systems = (args.systems or ("ours,original" if args.smoke else "ours,original,thumbor")).split(",")
+    args.modes = [m.strip() for m in args.modes.split(",")]
+    for bad, allowed, what in ((unknown, PHASES, "phase"), (set(args.workloads) - set(keys), keys, "workload"),
+                               (set(args.systems) - {"ours", "original", "thumbor"}, ("ours", "original", "thumbor"),
+                                "system")):
+        if bad:
+            parser.error(f"unknown {what} {', '.join(sorted(bad))}; choose from {', '.join(allowed)}")
+    if args.jobs is None and args.seconds is None:
+        if args.smoke:
+            args.jobs = 16
+        else:
+            args.seconds = 20.0
+    # the docs show a full run only
+    args.full = not args.smoke and argv_is_default(argv)
+    return args
+
+
+def argv_is_default(argv: list[str] | None) -> bool:
+    given = sys.argv[1:] if argv is None else argv
+    return not any(a.split("=")[0] in ("--only", "--workload", "--systems", "--modes", "--jobs", "--seconds",
+                                        "--no-soak", "--soak-jobs", "--backlog-jobs", "--backlog-systems")
+                   for a in given)
+
+
+def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], results: dict) -> None:
+    by_key = {w.key: w for w in WORKLOADS}
+    results["ceiling"] = {}
+    if "ours" in systems:
+        for key in tqdm(args.workloads, desc="kernel ceiling (ours, 2 processes)", leave=False):
+            w = by_key[key]
+            results["ceiling"][key] = ceiling(images[FILES[w.image]], OPTS[w.target], 0.5 if args.smoke else 5)
+    rows = results["e2e"] = []
+    for rnd in range(1, args.rounds + 1):
+        for key in args.workloads:
+            w = by_key[key]
+            data = (image_dir / w.image).read_bytes()
+            for name, system in systems.items():
+                for mode in system.modes:
+                    if mode not in args.modes:
+                        continue
+                    client = Client(system.base)
+                    job = job_for(name, mode, client, w, data)
+                    if job is None:
+                        continue
+                    desc = f"{w.key} {name} {mode}" + (f" (round {rnd})" if args.rounds > 1 else "")
+                    row = {"workload": key, "system": name, "mode": mode, "round": rnd,
+                           **run_load(job, system.roles, desc, args.jobs, args.seconds)}
+                    rows.append(row)
+                    cpu = row["cpu_ms_per_job"]
+                    roles = ", ".join(f"{k} {ms(cpu[k])}" for k in ("api", "workers", "storage", "redis", "client"))
+                    say(f"  {w.label:<24} {name:>8} {mode:<9} {row['jobs_per_s']:8.1f} jobs/s  p50 {row['p50_ms']:5.0f}"
+                        f" ms  CPU/job {cpu['total']:6.1f} ms ({roles})"
+                        + (f"  FAILED {row['failures']}: {row['errors']}" if row["failures"] else ""))
+
+
+_T0 = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f} s] {message}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny images and few jobs (seconds, for CI)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--jobs", type=int, default=None, help="jobs per end-to-end case")
-    parser.add_argument("--soak-jobs", type=int, default=None)
-    parser.add_argument("--no-soak", action="store_true")
-    args = parser.parse_args(argv)
-    smoke = args.smoke
-    jobs = args.jobs or (16 if smoke else 240)
+    args = parse_args(argv)
+    smoke, phases = args.smoke, args.phases
     soak_jobs = args.soak_jobs or (40 if smoke else 2000)
-
-    from resizer.local import Stack, free_port
-
+    backlog_jobs = args.backlog_jobs or (50 if smoke else 3000)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}", "smoke": smoke}
+                     "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}", "smoke": smoke,
+                     "argv": sys.argv[1:] if argv is None else argv,
+                     "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
+    say(f"load average before the run: {results['loadavg']} (other work on the machine skews every figure)")
+    from bench.peers import Original, Ours, Thumbor, start_redis
+    from bench.procs import Group
+
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         results["cpu_reference_ms"] = cpu_reference_ms()
         images = make_images(smoke)
-        print("1/6 kernel table (ours vs naive Pillow)...", flush=True)
-        results["kernel"] = kernel_table(images, tmp, smoke)
-
-        stack = Stack(workdir=tmp / "var", port=free_port(), s3_port=free_port(), dashboard_port=None,
-                      workers=WORKERS, own_redis=True, log_dir=tmp / "logs",
-                      env={"APP_ENV": "testing", "ACCESS_LOG": "0", "LOG_LEVEL": "WARNING", "S3_BUCKET": "bench"})
-        for key in ("S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "REDIS_URL"):
-            os.environ.pop(key, None)
-        stack.start()
-        stack.run_supervisor(interval=0.2)
+        image_dir = tmp / "images"
+        image_dir.mkdir()
+        for file, name in FILES.items():
+            (image_dir / file).write_bytes(images[name])
+        if "kernel" in phases:
+            say("kernel table (ours vs naive Pillow)...")
+            results["kernel"] = kernel_table(images, tmp, smoke)
+        need_ours = bool({"post", "memory", "soak"} & set(phases)) or "ours" in args.systems
+        group = Group(tmp / "logs")
+        systems: dict = {}
         try:
-            client = Client(f"http://127.0.0.1:{stack.port}")
-            print("2-3/6 kernel ceiling and end-to-end throughput...", flush=True)
-            rows = []
-            for name, data in images.items():
-                for target, opts in TARGETS.items():
-                    if name == "1x1 PNG" and target != "100x100":
-                        continue
-                    n = jobs // 4 if "36" in name else jobs
-                    ceil = ceiling(data, opts, 1.5 if smoke else 6)
-                    row = {"image": name, "target": target, "ceiling": ceil,
-                           **e2e(client, data, opts, n, f"e2e {name} -> {target}")}
-                    row["efficiency"] = row["jobs_per_s"] / ceil
-                    rows.append(row)
-                    print(f"    {name:>14} -> {target:<9} {row['jobs_per_s']:7.1f} jobs/s  ceiling {ceil:7.1f}"
-                          f"  efficiency {row['efficiency']:.2f}  p50 {row['p50_ms']:.0f} ms", flush=True)
-            results["e2e"] = rows
-
-            print("4/6 POST latency of a 2 MB upload under load...", flush=True)
-            two_mb = jpeg(3000, 2250, quality=92, seed=9) if not smoke else images["2 MP JPEG"]  # 2.4 MB
-            api_pids = children(stack.procs["api"].pid)
-            api_peak_before_posts = max(vm_hwm_mb(pid) for pid in api_pids)
-            reset_peak_rss(api_pids)
-            results["post"] = post_latency(client, two_mb, 40 if smoke else 200)
-            results["post"]["api_peak_mb"] = max(vm_hwm_mb(pid) for pid in api_pids)
-            drain(stack)
-
-            print("5/6 peak memory...", flush=True)
-            big_name, big = ("2 MP JPEG", images["2 MP JPEG"]) if smoke else ("50 MP JPEG", jpeg(8660, 5774, quality=85))
-            client.wait(client.post(big, {"width": 1024})[0])
-            client.wait(client.post(big, {"width": 100})[0])
-            worker_peak = max(vm_hwm_mb(p.pid) for n, p in stack.procs.items() if n.startswith("worker-") and p.alive())
-            api_peak = max([api_peak_before_posts] + [vm_hwm_mb(pid) for pid in children(stack.procs["api"].pid)])
-            results["memory"] = {"worker_peak_mb": worker_peak, "api_peak_mb": api_peak, "big_image": big_name}
-
-            if not args.no_soak:
-                print(f"6/6 soak: {soak_jobs} jobs while workers are killed at random...", flush=True)
-                results["soak"] = soak(stack, client, images["2 MP JPEG"], soak_jobs,
+            if not {"e2e", "post", "memory", "backlog", "soak"} & set(phases):
+                raise _Skip
+            redis_pid, redis_url = start_redis(group, tmp)
+            say("starting the systems...")
+            # each is registered before it starts, so one that fails half-way is stopped too
+            if need_ours:
+                systems["ours"] = Ours(tmp, redis_url, redis_pid)
+            if "original" in args.systems and ("e2e" in phases or "backlog" in phases):
+                systems["original"] = Original(tmp, redis_url, redis_pid)
+            if "thumbor" in args.systems and "e2e" in phases:
+                systems["thumbor"] = Thumbor(tmp, image_dir)
+            for system in systems.values():
+                system.start()
+            results["peers"] = "; ".join(
+                [f"original: Flask + {systems['original'].version} {ORIGINAL_NOTE}" if "original" in systems else "",
+                 f"{systems['thumbor'].version}, 2 processes" if "thumbor" in systems else ""]).strip("; ") or "—"
+            if "e2e" in phases:
+                say("end to end: every workload, system and client mode...")
+                e2e_matrix(args, {k: v for k, v in systems.items() if k in args.systems}, image_dir, images,
+                           results)
+            ours = systems.get("ours")
+            if ours is not None and "post" in phases:
+                say("POST latency of a 2 MB upload under load (ours)...")
+                client = Client(ours.base)
+                two_mb = jpeg(3000, 2250, quality=92, seed=9) if not smoke else images["2.8 MP JPEG"]  # 2.4 MB
+                api_pids = children(ours.stack.procs["api"].pid)
+                results["api_peak_before_posts"] = max(vm_hwm_mb(pid) for pid in api_pids)
+                reset_peak_rss(api_pids)
+                results["post"] = post_latency(client, two_mb, 40 if smoke else 200)
+                results["post"]["api_peak_mb"] = max(vm_hwm_mb(pid) for pid in api_pids)
+                drain(ours.stack)
+            if ours is not None and "memory" in phases:
+                say("peak memory (ours)...")
+                client = Client(ours.base)
+                big_name, big = (("12 MP JPEG", images["12 MP JPEG"]) if smoke
+                                 else ("50 MP JPEG", jpeg(8660, 5774, quality=85)))
+                client.long_poll(client.post_raw(big, {"width": 1024})[0])
+                client.long_poll(client.post_raw(big, {"width": 100})[0])
+                worker_peak = max(vm_hwm_mb(ours.stack.procs[n].pid) for n in ours.worker_names()
+                                  if ours.stack.procs[n].alive())
+                api_peak = max([results.get("api_peak_before_posts", 0)]
+                               + [vm_hwm_mb(pid) for pid in children(ours.stack.procs["api"].pid)])
+                results["memory"] = {"worker_peak_mb": worker_peak, "api_peak_mb": api_peak, "big_image": big_name}
+            if "backlog" in phases:
+                results["backlog"] = []
+                for name in args.backlog_systems.split(","):
+                    if name in systems:
+                        say(f"Redis memory under a backlog of {backlog_jobs} jobs ({name})...")
+                        results["backlog"].append(backlog(systems[name], Client(systems[name].base),
+                                                          redis_url, images["1024x768 JPEG"], backlog_jobs))
+            if ours is not None and "soak" in phases:
+                say(f"soak: {soak_jobs} jobs while workers are killed at random (ours)...")
+                results["soak"] = soak(ours.stack, Client(ours.base), images["2.8 MP JPEG"], soak_jobs,
                                        (1.0, 2.0) if smoke else (3.0, 8.0))
+        except _Skip:
+            pass
         finally:
-            stack.stop()
+            for system in reversed(list(systems.values())):
+                system.stop()
+            group.stop_all()
 
     results["cpu_reference_ms_after"] = cpu_reference_ms()
     table = markdown(results)
@@ -442,12 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (args.out / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     (args.out / f"{stamp}.md").write_text(table)
-    if not smoke:
+    written = f"{args.out / stamp}.json and .md"
+    if args.full and not args.no_docs:
         doc = ROOT / "docs" / "performance.md"
         head = doc.read_text().split("<!-- results -->")[0] if doc.exists() else "# Performance\n\n"
         doc.write_text(head + "<!-- results -->\n\n" + table)
-    print(f"\nwritten: {args.out / stamp}.json and .md" + ("" if smoke else ", docs/performance.md"))
+        written += ", docs/performance.md"
+    print(f"\nwritten: {written}")
     return 0
+
+
+ORIGINAL_NOTE = "(prefork, concurrency 2), gunicorn 2×8 threads, Redis broker and result backend"
+
+
+class _Skip(Exception):
+    """No phase needs the servers."""
 
 
 if __name__ == "__main__":

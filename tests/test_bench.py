@@ -1,4 +1,6 @@
-"""A smoke run of the benchmark: it starts the real stack, prints the table and writes Markdown and JSON."""
+"""A smoke run of the benchmark: it starts ours and the original design's baseline (bench/original: Flask +
+Celery, installed into var/bench/ on first use; never thumbor), runs every phase on tiny images, prints the
+tables and writes Markdown and JSON."""
 
 import json
 import subprocess
@@ -15,11 +17,34 @@ def test_benchmark_smoke_run(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--smoke", "--out", str(tmp_path),
                           "--soak-jobs", "30"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "### End to end" in run.stdout and "| jobs/s |" in run.stdout
+    assert "### End to end" in run.stdout and "| jobs/s |" in run.stdout and "**Goals (issue 14)**" in run.stdout
     (result,) = tmp_path.glob("*.json")
     data = json.loads(result.read_text())
-    assert {r["image"] for r in data["e2e"]} >= {"1x1 PNG", "2 MP JPEG"}
-    assert all(r["failures"] == 0 and r["jobs_per_s"] > 0 for r in data["e2e"])
+    cases = {(r["workload"], r["system"], r["mode"]) for r in data["e2e"]}
+    assert cases == {(w, s, m) for w in ("png1", "2.8mp-100")
+                     for s, m in (("ours", "polling"), ("ours", "long poll"), ("original", "polling"))}
+    for row in data["e2e"]:
+        assert row["failures"] == 0 and row["jobs"] == 16 and row["jobs_per_s"] > 0, row
+        cpu = row["cpu_ms_per_job"]
+        assert cpu["api"] > 0 and cpu["workers"] > 0 and cpu["redis"] > 0 and cpu["client"] > 0, row
+        if row["system"] == "ours":
+            assert cpu["storage"] > 0, row
+        else:
+            assert cpu["storage"] is None, row  # the original stores to a local file: no storage server
+    assert [g["workload"] for g in data_ratios(data)] == ["png1"]
+    for backlog in data["backlog"]:
+        assert backlog["succeeded"] == backlog["jobs"] == 50 and backlog["lost"] == 0, backlog
+    (original,) = [b for b in data["backlog"] if b["system"] == "original"]
+    assert original["bytes_per_job"] > original["image_bytes"]  # the design under test: base64 in the message
+    assert {b["system"] for b in data["backlog"]} == {"ours", "original"}
     assert data["soak"]["lost"] == 0 and data["soak"]["duplicated_outputs"] == 0
     assert data["soak"]["succeeded"] == data["soak"]["accepted"] == 30
+    assert data["post"]["count"] == 40 and data["memory"]["worker_peak_mb"] > 0
     assert list(tmp_path.glob("*.md"))
+
+
+def data_ratios(data):
+    sys.path.insert(0, str(ROOT))
+    from bench.report import ratios
+
+    return ratios(data["e2e"])

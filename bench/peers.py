@@ -1,0 +1,188 @@
+"""The systems under test, started side by side: ours (``resizer.local.Stack``), the original
+design (bench/original: Flask + Celery) and thumbor 7.7.
+
+The peers get their own virtualenvs under var/bench/ (created on first use, reused while their
+requirements are unchanged), so nothing of theirs enters the service's requirements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from bench.procs import Group
+from resizer.local import Stack, free_port, port_open, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var" / "bench"
+WORKERS = 2
+THUMBOR_REQUIREMENT = "thumbor>=7.7,<7.8"  # the latest 7.7.x
+
+
+def venv(name: str, requirements: list[str], key: str = "") -> Path:
+    """A virtualenv under var/bench/, (re)installed only when its requirements change; returns its bin/."""
+    path = VAR / name
+    stamp = path / f".installed-{hashlib.sha1((chr(10).join(requirements) + key).encode()).hexdigest()[:12]}"
+    if not stamp.exists():
+        print(f"    installing {' '.join(requirements)} into {path.relative_to(ROOT)} ...", flush=True)
+        if not (path / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        run = subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                              "--disable-pip-version-check", *requirements], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"could not install {requirements} into {path}:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+        for old in path.glob(".installed-*"):
+            old.unlink()
+        stamp.touch()
+    return path / "bin"
+
+
+def start_redis(group: Group, workdir: Path) -> tuple[int, str]:
+    """The private redis-server every system uses (each its own database), configured as ours runs it."""
+    port = free_port()
+    data = workdir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    group.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                          "--appendonly", "yes", "--save", ""], dict(os.environ))
+    wait_for(lambda: port_open("127.0.0.1", port), "redis-server")
+    return group.pid("redis"), f"redis://127.0.0.1:{port}"
+
+
+class Ours:
+    name = "ours"
+    modes = ("polling", "long poll")
+
+    def __init__(self, workdir: Path, redis_url: str, redis_pid: int):
+        self.redis_pid = redis_pid
+        for key in ("S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "REDIS_URL"):
+            os.environ.pop(key, None)
+        self.stack = Stack(workdir=workdir / "ours", port=free_port(), s3_port=free_port(), dashboard_port=None,
+                           workers=WORKERS, log_dir=workdir / "logs" / "ours",
+                           env={"APP_ENV": "testing", "ACCESS_LOG": "0", "LOG_LEVEL": "WARNING",
+                                "S3_BUCKET": "bench", "REDIS_URL": f"{redis_url}/0"})
+        self.base = f"http://127.0.0.1:{self.stack.port}"
+
+    def start(self) -> "Ours":
+        self.stack.start()
+        self.stack.run_supervisor(interval=0.2)
+        return self
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+    def worker_names(self) -> list[str]:
+        return sorted(n for n in self.stack.procs if n.startswith("worker-"))
+
+    def roles(self) -> dict[str, list[int]]:
+        procs = self.stack.procs
+        return {"api": [procs["api"].pid], "workers": [procs[n].pid for n in self.worker_names() + ["webhooks"]],
+                "storage": [procs["s3"].pid], "redis": [self.redis_pid]}
+
+    def stop_workers(self) -> None:
+        for name in self.worker_names():
+            self.stack.procs[name].restart = False  # or the supervisor brings them straight back
+            self.stack.stop_proc(name)
+
+    def start_workers(self) -> None:
+        for name in self.worker_names():
+            proc = self.stack.procs[name]
+            proc.restart = True
+            self.stack.spawn(proc)
+
+
+class Original:
+    """Flask under gunicorn (the same 2 processes x 8 threads as ours) and a Celery prefork worker, concurrency 2."""
+
+    name = "original"
+    modes = ("polling",)
+
+    def __init__(self, workdir: Path, redis_url: str, redis_pid: int):
+        self.redis_pid = redis_pid
+        requirements = ROOT / "bench" / "original" / "requirements.txt"
+        self.bin = venv("original-venv", ["-r", str(requirements)], key=requirements.read_text())
+        self.results = workdir / "original-results"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "ORIGINAL_REDIS_URL": f"{redis_url}/1",
+                    "ORIGINAL_RESULTS_DIR": str(self.results), "PYTHONUNBUFFERED": "1"}
+        self.group = Group(workdir / "logs" / "original")
+        self.version = "celery " + subprocess.run([str(self.bin / "celery"), "--version"], capture_output=True,
+                                                  text=True).stdout.split(" ")[0].strip()
+
+    def start(self) -> "Original":
+        self.start_workers()
+        self.group.spawn("api", [str(self.bin / "gunicorn"), "--workers", str(WORKERS), "--threads", "8",
+                                 "--worker-class", "gthread", "--bind", f"127.0.0.1:{self.port}",
+                                 "--log-level", "warning", "bench.original.app:api"], self.env, cwd=ROOT)
+        wait_for(lambda: port_open("127.0.0.1", self.port), "the original's API", timeout=30)
+        return self
+
+    def stop(self) -> None:
+        self.group.stop_all()
+
+    def roles(self) -> dict[str, list[int]]:
+        return {"api": [self.group.pid("api")], "workers": [self.group.pid("worker")], "storage": [],
+                "redis": [self.redis_pid]}
+
+    def stop_workers(self) -> None:
+        self.group.stop("worker", timeout=60)
+
+    def start_workers(self) -> None:
+        self.group.spawn("worker", [str(self.bin / "celery"), "-A", "bench.original.tasks", "worker", "--pool",
+                                    "prefork", "--concurrency", str(WORKERS), "--loglevel", "WARNING"],
+                         self.env, cwd=ROOT)
+
+
+class Thumbor:
+    """thumbor 7.7: file loader rooted at the generated images, no storage, no result storage, unsafe URLs.
+
+    Two processes share one listening socket: what ``--processes 2`` does by forking, but each is the
+    benchmark's own child, so it dies with the benchmark (a forked child would not).
+    """
+
+    name = "thumbor"
+    modes = ("sync",)
+
+    def __init__(self, workdir: Path, image_dir: Path):
+        self.bin = venv("thumbor-venv", [THUMBOR_REQUIREMENT])
+        self.conf = workdir / "thumbor.conf"
+        self.conf.write_text(f"LOADER = 'thumbor.loaders.file_loader'\nFILE_LOADER_ROOT_PATH = {str(image_dir)!r}\n"
+                             "STORAGE = 'thumbor.storages.no_storage'\nRESULT_STORAGE = None\n"
+                             "ALLOW_UNSAFE_URL = True\nNON_BLOCKING_SOCKETS = True\n")  # a shared --fd socket
+        self.group = Group(workdir / "logs" / "thumbor")
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.version = subprocess.run([str(self.bin / "thumbor"), "--version"], capture_output=True,
+                                      text=True).stdout.strip()
+
+    def start(self) -> "Thumbor":
+        fd = self.sock.fileno()
+        for i in range(1, WORKERS + 1):
+            self.group.spawn(f"thumbor-{i}", [str(self.bin / "thumbor"), "--conf", str(self.conf), "--fd", str(fd),
+                                              "--log-level", "error"], dict(os.environ), pass_fds=(fd,))
+        self.sock.close()  # the servers hold it now
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{self.base}/healthcheck", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(ready, "thumbor", timeout=30)  # the load's warm-up reaches the second process
+        return self
+
+    def stop(self) -> None:
+        self.group.stop_all()
+
+    def roles(self) -> dict[str, list[int]]:
+        return {"api": [self.group.pid(f"thumbor-{i}") for i in range(1, WORKERS + 1)], "workers": [], "storage": [],
+                "redis": []}

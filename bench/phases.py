@@ -1,0 +1,204 @@
+"""The benchmark's phases that load ours alone: POST latency, peak memory, a Redis backlog (the original too)
+and the soak with workers killed at random."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.load import CLIENTS, Client, pct
+
+OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
+
+
+def post_latency(client: Client, data: bytes, count: int) -> dict:
+    """POSTs only (no polling), from CLIENTS threads, while the workers chew on what was queued."""
+    times = []
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        for _, elapsed in tqdm(pool.map(lambda _: client.post_raw(data, {"width": 100}), range(count)), total=count,
+                               desc="POST latency (2 MB)", leave=False):
+            times.append(elapsed)
+    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "bytes": len(data), "count": count}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss(pids: list[int]) -> None:
+    """Start VmHWM afresh (Linux: writing 5 to clear_refs), so a phase's own peak can be read."""
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def drain(stack, timeout: float = 300) -> None:
+    """Wait until nothing is queued, running or waiting for a retry."""
+    from redis import Redis
+    from rq import Queue
+
+    queue = Queue("resize", connection=Redis.from_url(stack.env["REDIS_URL"]))
+    end = time.time() + timeout
+    while time.time() < end:
+        if queue.count == 0 and queue.started_job_registry.count == 0 and queue.scheduled_job_registry.count == 0:
+            return
+        time.sleep(0.2)
+
+
+# -- 6. backlog: Redis memory with thousands of jobs queued ------------------------------------------
+def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> dict:
+    """Queue ``jobs`` with the workers stopped, then let them drain and check every job; Redis's used_memory is
+    sampled all along (its own used_memory_peak counts from its start: CONFIG RESETSTAT leaves it in Redis 7)."""
+    from redis import Redis
+
+    redis = Redis.from_url(redis_url)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        probe = Redis.from_url(redis_url)
+        while not stop.wait(0.05):
+            samples.append(probe.info("memory")["used_memory"])
+
+    system.stop_workers()
+    before = redis.info("memory")["used_memory"]
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        body = json.dumps({"imageData": base64.b64encode(data).decode()}).encode()
+        rejected: list[str] = []
+
+        def submit(_) -> str | None:
+            try:
+                if system.name == "original":
+                    return client.post_json(body)[0]
+                return client.post_raw(data, OPTS["100x100"])[0]
+            except Exception as exc:  # a service that refuses work past a limit is an answer, not a crash
+                rejected.append(str(exc)[:200])
+                return None
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            tokens = [t for t in tqdm(pool.map(submit, range(jobs)), total=jobs,
+                                      desc=f"backlog ({system.name}): queueing", leave=False) if t]
+        queued = redis.info("memory")["used_memory"]
+    finally:
+        system.start_workers()
+    start = time.perf_counter()
+    outcome = wait_all(client, tokens, f"backlog ({system.name}): draining")
+    drained = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    mb = 1024 * 1024
+    peak = max(samples + [queued, before])
+    return {"system": system.name, "jobs": len(tokens), "rejected": len(rejected), "rejections": sorted(set(rejected))[:3],
+            "image_bytes": len(data), "used_before_mb": before / mb,
+            "used_mb": queued / mb, "peak_mb": peak / mb, "bytes_per_job": (peak - before) / max(len(tokens), 1),
+            "redis_peak_since_start_mb": redis.info("memory")["used_memory_peak"] / mb, "drain_s": drained, **outcome}
+
+
+def wait_all(client: Client, tokens: list[str], desc: str, timeout: float = 600) -> dict:
+    """Until every job has ended: checks them in submission order, each sweep stopping at the first one still
+    running (a queue is roughly first in, first out), so waiting does not itself load the service."""
+    outcome = {"succeeded": 0, "failed": 0}
+    pending = list(tokens)
+    deadline = time.time() + timeout
+    with tqdm(total=len(tokens), desc=desc, leave=False, unit="job") as bar:
+        while pending and time.time() < deadline:
+            still = []
+            for i, token in enumerate(pending):
+                try:
+                    status = client.status(token)["status"]
+                except Exception:  # an answer that is not a status (e.g. a 503): ask again on the next sweep
+                    status = None
+                if status == "SUCCESS":
+                    outcome["succeeded"] += 1
+                elif status == "FAILURE":
+                    outcome["failed"] += 1
+                else:
+                    still = pending[i:]
+                    break
+                bar.update()
+            if len(still) == len(pending):
+                time.sleep(0.5)
+            pending = still
+    return {**outcome, "lost": len(pending)}
+
+
+# -- 7. soak ----------------------------------------------------------------------------------------
+def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float, float]) -> dict:
+    from resizer.storage import Storage
+    from settings import Settings
+
+    tokens, accepted = [], 0
+    stop = threading.Event()
+    kills = 0
+
+    def killer():
+        nonlocal kills
+        rnd = random.Random(7)
+        while not stop.wait(rnd.uniform(*kill_every)):
+            name = rnd.choice([n for n in stack.procs if n.startswith("worker-")])
+            if stack.procs[name].alive():
+                stack.kill(name, signal.SIGKILL)
+                kills += 1
+
+    threading.Thread(target=killer, daemon=True).start()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        for token, _ in tqdm(pool.map(lambda _: client.post_raw(data, {"width": 64}), range(jobs)), total=jobs,
+                             desc="soak: submitting", leave=False):
+            tokens.append(token)
+            accepted += 1
+    outcome = {"SUCCESS": 0, "FAILURE": 0}
+    lost = []
+    bar = tqdm(total=len(tokens), desc="soak: waiting for every job", leave=False)
+    deadline = time.time() + 600
+    pending = list(tokens)
+    while pending and time.time() < deadline:
+        still = []
+        for token in pending:
+            status = client.http.get(f"{client.base}/api/v1/resize/{token}", timeout=30).json().get("status")
+            if status in outcome:
+                outcome[status] += 1
+                bar.update()
+            else:
+                still.append(token)
+        pending = still
+        if pending:
+            time.sleep(1)
+    stop.set()
+    bar.close()
+    lost = pending
+    storage = Storage(Settings.from_env(stack.env))
+    duplicated = 0
+    keys: dict[str, list[str]] = {}
+    paginator = storage.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=storage.bucket, Prefix="outputs/"):
+        for obj in page.get("Contents", []):
+            token = obj["Key"].split("/")[2]
+            keys.setdefault(token, []).append(obj["Key"])
+    for token in tokens:
+        found = keys.get(token, [])
+        if len(found) > 2:  # one output + its manifest
+            duplicated += 1
+    return {"accepted": accepted, "succeeded": outcome["SUCCESS"], "failed": outcome["FAILURE"], "lost": len(lost),
+            "duplicated_outputs": duplicated, "workers_killed": kills}

@@ -1,0 +1,145 @@
+"""The benchmark's results as Markdown: the comparison with the peers, the goals of issue 14, the rest."""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.load import CLIENTS, WORKLOADS
+
+# (workload, numerator (system, mode), denominator (system, mode), goal): the ratios issue 14 states its goals in.
+GOALS = [("png1", ("ours", "polling"), ("original", "polling"), 2.0),
+         ("12mp-100", ("ours", "polling"), ("original", "polling"), 10.0),
+         ("12mp-100", ("ours", "long poll"), ("thumbor", "sync"), 2.0),
+         ("12mp-1024", ("ours", "long poll"), ("thumbor", "sync"), 1.5),
+         ("2.8mp-100", ("ours", "long poll"), ("thumbor", "sync"), 1.5)]
+POST_P99_GOAL_MS = 50
+WORKER_RSS_GOAL_MB = 200
+API_RSS_GOAL_MB = 150
+COLUMNS = [("original", "polling", "original"), ("thumbor", "sync", "thumbor"), ("ours", "polling", "ours, polling"),
+           ("ours", "long poll", "ours, long poll")]
+ROLE_NAMES = [("api", "API"), ("workers", "workers"), ("storage", "storage"), ("redis", "Redis"),
+              ("client", "client")]
+
+
+def summarize(rows: list[dict]) -> dict[tuple[str, str, str], list[float]]:
+    """jobs/s of every round, by (workload, system, mode)."""
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        out.setdefault((r["workload"], r["system"], r["mode"]), []).append(r["jobs_per_s"])
+    return out
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Each goal's ratio, per round (both sides measured in the same round) and the median."""
+    by_round = {(r["workload"], r["system"], r["mode"], r["round"]): r["jobs_per_s"] for r in rows}
+    rounds = sorted({r["round"] for r in rows})
+    out = []
+    for workload, num, den, goal in GOALS:
+        values = [by_round[(workload, *num, k)] / by_round[(workload, *den, k)] for k in rounds
+                  if (workload, *num, k) in by_round and by_round.get((workload, *den, k))]
+        if values:
+            median = statistics.median(values)
+            out.append({"workload": workload, "ratio": f"{num[0]}, {num[1]} / {den[0]}", "values": values,
+                        "median": median, "goal": goal, "passed": median >= goal})
+    return out
+
+
+def _range(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:,.{digits}f}"
+    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+
+def comparison(results: dict) -> list[str]:
+    rows = results["e2e"]
+    summary = summarize(rows)
+    labels = {w.key: w.label for w in WORKLOADS}
+    rounds = len({r["round"] for r in rows})
+    lines = ["### End to end: ours against the original design and thumbor", "",
+             f"jobs/s, {CLIENTS} concurrent clients{'' if rounds == 1 else f', median (range) of {rounds} rounds'}."
+             " The original and ours with the polling client (POST base64 JSON, GET every 10 ms);"
+             " ours also with long poll (raw POST, GET ?wait=); thumbor: one GET per job.", "",
+             "| workload | " + " | ".join(c[2] for c in COLUMNS) + " | kernel ceiling |",
+             "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    ceilings = results.get("ceiling", {})
+    for key in dict.fromkeys(r["workload"] for r in rows):
+        cells = [_range(summary.get((key, s, m), [])) for s, m, _ in COLUMNS]
+        ceil = f"{ceilings[key]:,.1f}" if key in ceilings else "—"
+        lines.append(f"| {labels[key]} | " + " | ".join(cells) + f" | {ceil} |")
+    goals = ratios(rows)
+    if goals:
+        lines += ["", "**Goals (issue 14)**, ratios of jobs/s measured in the same round:", "",
+                  "| workload | ratio | measured | goal | result |", "|---|---|---:|---:|---|"]
+        for g in goals:
+            lines.append(f"| {labels[g['workload']]} | {g['ratio']} | {_range(g['values'], 2)}× | ≥ {g['goal']:g}× |"
+                         f" {'pass' if g['passed'] else '**FAIL**'} |")
+    lines += ["", "Latency and CPU per job by role (ms of CPU, from /proc/<pid>/stat of each role's process tree,"
+              " sampled over the measured window; thumbor's two processes count as API; the original stores to a"
+              " local file, so it has no storage server):", "",
+              "| workload | system | mode | jobs/s | p50 ms | p99 ms | failed | "
+              + " | ".join(n for _, n in ROLE_NAMES) + " | total |",
+              "|---|---|---|---:|---:|---:|---:|" + "---:|" * (len(ROLE_NAMES) + 1)]
+    for r in rows:
+        cpu = r["cpu_ms_per_job"]
+        cells = " | ".join(ms(cpu.get(k)) for k, _ in ROLE_NAMES)
+        lines.append(f"| {labels[r['workload']]} | {r['system']} | {r['mode']} | {r['jobs_per_s']:.1f}"
+                     f" | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['failures']} | {cells} | {cpu['total']:.1f} |")
+    return lines + [""]
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "**FAIL**"
+
+
+def markdown(results: dict) -> str:
+    speed = ""
+    if "cpu_reference_ms" in results:
+        speed = (f" CPU reference (a fixed Python loop, lower is faster): {results['cpu_reference_ms']:.0f} ms"
+                 f" before the run, {results.get('cpu_reference_ms_after', float('nan')):.0f} ms after.")
+    load = f" Load average before the run: {results['loadavg']}." if "loadavg" in results else ""
+    lines = [f"## Benchmark run {results['when']}", "",
+             f"{results['machine']}; 2 workers per system, {CLIENTS} concurrent clients.{speed}{load}",
+             f"Peers: {results.get('peers', '—')}.", ""]
+    if results.get("kernel"):
+        lines += ["### Kernel: decode + resize + encode (one process)", "",
+                  "| image | target | ours ms | naive ms | speed-up | ours peak MB | naive peak MB | memory ratio |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in results["kernel"]:
+            ratio = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "-"
+            lines.append(f"| {r['image']} | {r['target']} | {r['ours_ms']:.1f} | {r['naive_ms']:.1f} |"
+                         f" {r['speedup']:.1f}x | {r['ours_peak_mb']:.0f} | {r['naive_peak_mb']:.0f} | {ratio} |")
+        lines.append("")
+    if results.get("e2e"):
+        lines += comparison(results)
+    if results.get("post"):
+        p = results["post"]
+        lines += [f"POST of a {p['bytes'] / 1e6:.1f} MB image, {p['count']} POSTs from {CLIENTS} clients while the"
+                  f" workers are busy (ours): p50 {p['p50_ms']:.0f} ms, **p99 {p['p99_ms']:.0f} ms** (goal ≤"
+                  f" {POST_P99_GOAL_MS} ms: {_verdict(p['p99_ms'] <= POST_P99_GOAL_MS)}); API peak RSS during these"
+                  f" POSTs {p['api_peak_mb']:.0f} MB.", ""]
+    if results.get("memory"):
+        m = results["memory"]
+        lines += [f"Peak RSS (ours): **worker {m['worker_peak_mb']:.0f} MB** after a {m['big_image']} job (goal ≤"
+                  f" {WORKER_RSS_GOAL_MB} MB: {_verdict(m['worker_peak_mb'] <= WORKER_RSS_GOAL_MB)}); **API process"
+                  f" {m['api_peak_mb']:.0f} MB** over the whole run, its uploads included (goal ≤ {API_RSS_GOAL_MB} MB:"
+                  f" {_verdict(m['api_peak_mb'] <= API_RSS_GOAL_MB)}).", ""]
+    for b in results.get("backlog", []):
+        lines += [f"Redis under a backlog ({b['system']}): {b['jobs']} jobs of a {b['image_bytes'] / 1e3:.0f} KB JPEG"
+                  f" queued with the workers stopped: used_memory {b['used_before_mb']:.1f} MB before, {b['used_mb']:.1f}"
+                  f" MB with all queued, **peak {b['peak_mb']:.1f} MB** while queueing and draining (sampled every"
+                  f" 50 ms; {b['bytes_per_job'] / 1e3:.1f} KB per queued job);"
+                  f" drained in {b['drain_s']:.0f} s: {b['succeeded']} succeeded, {b['failed']} failed,"
+                  f" {b['lost']} lost" + (f"; {b['rejected']} POSTs refused: {b['rejections']}" if b.get("rejected")
+                                          else "") + ".", ""]
+    if results.get("soak"):
+        s = results["soak"]
+        lines += [f"Soak (ours): {s['accepted']} jobs accepted while {s['workers_killed']} workers were SIGKILLed:"
+                  f" {s['succeeded']} succeeded, {s['failed']} failed, **{s['lost']} lost**,"
+                  f" **{s['duplicated_outputs']} duplicated outputs**.", ""]
+    return "\n".join(lines)
