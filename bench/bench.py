@@ -95,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-soak", action="store_true", help="the same as leaving soak out of --only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument("--ours-workers", type=int, default=4,
+                        help="worker processes of ours (default 4: two per core hide storage and Redis round trips)")
+    parser.add_argument("--ours-redis-fsync", choices=["always", "everysec", "shared"], default="always",
+                        help="ours on its own Redis with this appendfsync (default always: small originals ride in Redis), or on the shared one")
     args = parser.parse_args(argv)
     args.phases = [p.strip() for p in args.only.split(",") if p.strip()]
     if args.no_soak and "soak" in args.phases:
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             say("starting the systems...")
             # each is registered before it starts, so one that fails half-way is stopped too
             if need_ours:
-                systems["ours"] = Ours(tmp, redis_url, redis_pid)
+                systems["ours"] = Ours(tmp, redis_url, redis_pid, workers=args.ours_workers,
+                                       redis_fsync=args.ours_redis_fsync)
             if "original" in args.systems and ("e2e" in phases or "backlog" in phases):
                 systems["original"] = Original(tmp, redis_url, redis_pid)
             if "thumbor" in args.systems and "e2e" in phases:

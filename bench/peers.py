@@ -58,19 +58,25 @@ class Ours:
     name = "ours"
     modes = ("polling", "long poll")
 
-    def __init__(self, workdir: Path, redis_url: str, redis_pid: int):
+    def __init__(self, workdir: Path, redis_url: str, redis_pid: int, workers: int = WORKERS,
+                 redis_fsync: str | None = None):
+        """``redis_fsync``: run ours on its own Redis with this appendfsync (else on the shared one)."""
         self.redis_pid = redis_pid
         for key in ("S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "REDIS_URL"):
             os.environ.pop(key, None)
+        env = {"APP_ENV": "testing", "ACCESS_LOG": "0", "LOG_LEVEL": "WARNING", "S3_BUCKET": "bench"}
+        if not redis_fsync:
+            env["REDIS_URL"] = f"{redis_url}/0"
         self.stack = Stack(workdir=workdir / "ours", port=free_port(), s3_port=free_port(), dashboard_port=None,
-                           workers=WORKERS, log_dir=workdir / "logs" / "ours",
-                           env={"APP_ENV": "testing", "ACCESS_LOG": "0", "LOG_LEVEL": "WARNING",
-                                "S3_BUCKET": "bench", "REDIS_URL": f"{redis_url}/0"})
+                           workers=workers, log_dir=workdir / "logs" / "ours", env=env,
+                           own_redis=bool(redis_fsync), redis_persistence=redis_fsync or "everysec")
         self.base = f"http://127.0.0.1:{self.stack.port}"
 
     def start(self) -> "Ours":
         self.stack.start()
         self.stack.run_supervisor(interval=0.2)
+        if "redis" in self.stack.procs:
+            self.redis_pid = self.stack.procs["redis"].pid
         return self
 
     def stop(self) -> None:
