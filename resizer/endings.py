@@ -53,6 +53,7 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
     """
     connection = connection if connection is not None else (job.connection if job is not None else None)
     success = record["status"] == "SUCCESS"
+    recorded = True
     try:
         if not durable:
             records.write_durable(ctx.storage, tenant, token, record)
@@ -60,11 +61,17 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
         if success:
             raise  # not ended: retried (outputs are idempotent), or failed as storage_unavailable
         log.warning("job %s: could not store the failure record: %s", token, exc.message)
+        recorded = False
     error = record.get("error") or {}
     _publish(connection, token, tenant, record, ctx.settings.result_ttl,
              ("success" if success else "failure", error.get("code", ""), stages or {}))
     _webhook(ctx, connection, token, tenant, callback_url)
-    _release_original(ctx, connection, token, original)  # no attempt will need it again
+    if recorded:
+        _release_original(ctx, connection, token, original)  # no attempt will need it again
+    else:
+        # Nothing outside Redis says how it ended: keep the original, so that if Redis forgets
+        # the job the status still knows of it and the reconciler runs it again.
+        log.warning("job %s: original kept until its failure can be recorded", token)
     return record
 
 

@@ -71,7 +71,7 @@ def _from_json(request: Request) -> Upload:
     raw = request.get_data(cache=False)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise InvalidJSON("The request body is not valid JSON.") from None
     del raw
     if not isinstance(body, dict):

@@ -111,9 +111,12 @@ class Jobs:
                 if state == "running":
                     follows = earlier
                 else:
-                    reuse.take_over(self.redis, print_, token, reuse.ttl(self.settings))
+                    holder = reuse.take_over(self.redis, print_, earlier, token, reuse.ttl(self.settings))
+                    if holder != token and self._earlier(holder, tenant)[0] == "running":
+                        follows = holder  # an identical submit took it over first
             if follows is not None:
                 self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id, follows)
+                reuse.release_follower(self.queue, token)  # the first may have ended while this one was stored
             elif durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes:
                 packed = originals.envelope(image, content_type, tenant, spec_dict, request_id)
                 if originals.reserve(self.redis, len(packed), self.settings.redis_originals_budget):

@@ -128,7 +128,7 @@ def parse_options(raw: dict[str, Any], limits: Limits) -> JobSpec:
         if isinstance(raw.get(field), str):
             try:
                 raw[field] = json.loads(raw[field])
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
                 raise InvalidParameter(f"Invalid parameter '{field}': it must be JSON text.") from None
     _, options_model, _ = models(limits)
     try:

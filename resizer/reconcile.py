@@ -23,7 +23,7 @@ from rq.job import Job
 
 from settings import Settings
 
-from . import originals, records
+from . import originals, records, reuse
 from .clock import utcnow
 from .queueing import enqueue_resize
 from .storage import Storage, original_key
@@ -38,6 +38,8 @@ def reconcile(connection: redis.Redis, storage: Storage, settings: Settings, *, 
         return []  # another worker looked recently
     originals.correct_meter(connection)
     queue = Queue(settings.queue_name, connection=connection)
+    for token in queue.deferred_job_registry.get_job_ids():
+        reuse.release_follower(queue, token)  # followers whose first job ended without queueing them
     cutoff = utcnow() - timedelta(seconds=settings.reconcile_grace)
     candidates = [token for token, stored in originals.listed(storage) if stored <= cutoff]
     requeued: list[str] = []

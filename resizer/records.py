@@ -28,7 +28,7 @@ from rq.job import JobStatus
 
 from .clock import isoformat, utcnow
 from .errors import WorkerLost
-from .storage import Storage, manifest_key, output_prefix
+from .storage import Storage, manifest_key, original_key, output_prefix
 
 RECORD_META = "record"  # x-amz-meta-record on each output of a success
 MAX_PACKED = 1800  # S3 allows 2 KB of user metadata in all
@@ -90,7 +90,8 @@ def read_durable(storage: Storage, tenant: str, token: str, *, rebuild: bool = T
     A success keeps its record on its outputs (metadata ``x-amz-meta-record``): no
     separate object per job.  Some S3 servers (rclone's) keep metadata only in
     memory; when it is gone, ``rebuild`` reads the outputs' headers instead
-    (``source`` and ``placeholder`` are then unknown).
+    (``source`` and ``placeholder`` are then unknown), but only once the
+    original is gone (the job ended: its outputs are complete).
     """
     raw = storage.get(manifest_key(tenant, token))
     if raw is not None:
@@ -105,7 +106,9 @@ def read_durable(storage: Storage, tenant: str, token: str, *, rebuild: bool = T
         record = json.loads(zlib.decompress(base64.b64decode(packed)))
         complete = all(v["key"] in listed for v in record["variants"].values())
         return record if complete else None
-    return _rebuild(storage, prefix, listed) if rebuild else None
+    if not rebuild or storage.get_head_bytes(original_key(token), 1) is not None:
+        return None  # the original still waits: the job has not ended, whatever outputs exist
+    return _rebuild(storage, prefix, listed)
 
 
 def _rebuild(storage: Storage, prefix: str, listed: dict[str, Any]) -> dict[str, Any] | None:

@@ -18,9 +18,16 @@ import hashlib
 import json
 from typing import Any
 
+import logging
+
 import redis
+from rq import Queue
+from rq.job import Job, JobStatus
 
 from settings import Settings
+
+log = logging.getLogger("resizer.reuse")
+ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 PREFIX = "resizer:reuse:"
 
@@ -54,8 +61,43 @@ def release(connection: redis.Redis, print_: str, token: str) -> None:
         pass  # an identical submit waits a few seconds, then takes the claim over
 
 
-def take_over(connection: redis.Redis, print_: str, token: str, seconds: int) -> None:
-    connection.set(PREFIX + print_, token, ex=seconds)
+def take_over(connection: redis.Redis, print_: str, earlier: str, token: str, seconds: int) -> str:
+    """Replace ``earlier``'s claim with ``token``'s; the holder afterwards (another, if it moved first)."""
+    key = PREFIX + print_
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            holder = pipe.get(key)
+            if holder is not None and holder.decode() != earlier:
+                return holder.decode()
+            pipe.multi()
+            pipe.set(key, token, ex=seconds)
+            pipe.execute()
+        except redis.exceptions.WatchError:
+            holder = connection.get(key)
+            return holder.decode() if holder is not None else token
+    return token
+
+
+def release_follower(queue: Queue, token: str) -> bool:
+    """Queue a follower that waits on a job that has already ended (or is gone): True if it was stuck.
+
+    RQ defers a job whose dependency ended in failure between the check and the enqueue,
+    and never queues it; nor does it if queueing the dependents failed.  Called after a
+    follower is queued, and by the reconciler for every deferred job.
+    """
+    job = Job.fetch(token, connection=queue.connection) if queue.connection.exists(Job.key_for(token)) else None
+    if job is None or job.get_status(refresh=False) != JobStatus.DEFERRED or not job.meta.get("follows"):
+        return False
+    state = queue.connection.hget(Job.key_for(job.meta["follows"]), "status")
+    if state is not None and state.decode() not in ENDED:
+        return False  # still running: RQ queues it when it ends
+    job._dependency_ids = []  # noqa: SLF001 - the dependency has ended; run it now
+    queue.deferred_job_registry.remove(job)
+    job.set_status(JobStatus.QUEUED)
+    queue.enqueue_job(job)
+    log.info("job %s: the job it follows has ended; queued it", token)
+    return True
 
 
 def reused(record: dict[str, Any], created_at: str | None, finished_at: str | None) -> dict[str, Any]:

@@ -73,7 +73,8 @@ class Storage:
         except _Missing:
             return None
         meta = {k.lower(): v for k, v in response.get("Metadata", {}).items()}
-        return {"metadata": meta, "last_modified": response.get("LastModified"), "bytes": response.get("ContentLength")}
+        return {"metadata": meta, "last_modified": response.get("LastModified"), "bytes": response.get("ContentLength"),
+                "etag": response.get("ETag", "")}
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         """(key, last modified) of every object under ``prefix``."""

@@ -26,7 +26,7 @@ from rq.timeouts import JobTimeoutException
 
 from . import endings, originals, records, reuse, watermarks
 from .clock import isoformat, utcnow
-from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError, WorkerLost
+from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError, ServiceUnavailable, WorkerLost
 from .imaging import process
 from .logs import request_id as request_id_var
 from .options import JobSpec
@@ -47,17 +47,25 @@ def resize_job(token: str, tenant: str, spec: dict[str, Any], request_id: str | 
 
 
 def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
-    """RQ's failure callback: end a job whose worker died on its last attempt.
+    """RQ's failure callback, the safety net: end a job that failed for good without an ending.
 
-    Failures raised inside the job were ended by the job itself.  When a
-    worker is killed, RQ's maintenance finds the job abandoned and calls this.
+    Failures raised inside the job end it themselves (their result is published
+    by then).  When a worker is killed, RQ's maintenance finds the job abandoned
+    and calls this; so does any failure that escaped the job's classification.
+    A job whose ending was already published is left alone (a worker killed
+    just after ending a job successfully must not turn it into a failure).
     """
-    if not (isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)) or job.retries_left:
-        return
+    if job.retries_left:
+        return  # RQ will run it again
     token, tenant, spec, _request_id = job.args
-    log.warning("job %s: its worker died on the last attempt", token)
-    endings.fail(context(), job, token, tenant, JobSpec.from_dict(spec).callback_url, WorkerLost(),
-                 isoformat(job.created_at))
+    ctx = context()
+    if records.read_result(connection, token, tenant) is not None or \
+            records.read_durable(ctx.storage, tenant, token, rebuild=False) is not None:
+        return
+    abandoned = isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)
+    error = WorkerLost() if abandoned else InternalError(f"Processing failed unexpectedly ({exc_type.__name__}).")
+    log.warning("job %s: %s on the last attempt", token, "its worker died" if abandoned else "it failed")
+    endings.fail(ctx, job, token, tenant, JobSpec.from_dict(spec).callback_url, error, isoformat(job.created_at))
 
 
 def run(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, request_id: str | None) -> dict[str, Any]:
@@ -81,7 +89,10 @@ def run(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, request
             endings.metric(job, "retry", exc.code, {})
         raise
     except redis.exceptions.RedisError as exc:
-        log.warning("job %s: Redis error, will retry: %s", token, exc)
+        if _last_attempt(job):
+            fail(ServiceUnavailable(f"The job queue (Redis) failed on the last attempt: {exc}"[:300]))
+        else:
+            log.warning("job %s: Redis error, will retry: %s", token, exc)
         raise
     except Exception as exc:
         # A bug (or a Pillow failure we did not foresee): retrying will not
@@ -112,8 +123,10 @@ def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, cre
     if found is None:
         earlier = records.read_durable(ctx.storage, tenant, token)
         if earlier is not None and earlier.get("status") == "SUCCESS":
+            # An earlier run ended it; its publishing may have been lost with Redis: end it again
+            # (idempotent: same record, and the webhook is sent once).
             log.info("job %s: already finished by an earlier run", token)
-            return earlier
+            return endings.end(ctx, job, token, tenant, spec.callback_url, earlier, original="none", durable=True)
         raise CorruptImage("The uploaded image is no longer in storage; submit it again.")
     data, where = found
     t1 = time.perf_counter()

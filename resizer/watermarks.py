@@ -20,6 +20,7 @@ from .imaging import JobSpec, WatermarkLimits, inspect_watermark
 from .storage import Storage
 
 NAME = re.compile(r"[a-z0-9_-]{1,32}")
+MAX_MARKS = 100  # per API key: a listing reads each mark's header
 _TYPES = {"image/png", "image/webp"}
 
 bp = Blueprint("watermarks", __name__)
@@ -41,7 +42,7 @@ def check_names(storage: Storage, tenant: str, spec: JobSpec) -> dict[str, str]:
         if head is None:
             raise InvalidParameter(f"Invalid parameter 'watermark': there is no watermark named '{name}' for this "
                                    "API key; upload it with PUT /api/v1/watermarks/<name>.")
-        versions[name] = f"{head['bytes']}@{head['last_modified']}"
+        versions[name] = f"{head['bytes']}@{head['last_modified']}@{head.get('etag', '')}"
     return versions
 
 
@@ -85,8 +86,12 @@ def put(name: str) -> tuple[Response, int]:
     settings = current_app.extensions["resizer"].settings
     width, height = inspect_watermark(data, WatermarkLimits(settings.watermark_max_bytes,
                                                             settings.watermark_max_pixels))
-    storage, stored_key = _storage(), key(g.get("tenant", "public"), name)
+    tenant = g.get("tenant", "public")
+    storage, stored_key = _storage(), key(tenant, name)
     replaced = storage.head(stored_key) is not None
+    if not replaced and sum(1 for _ in storage.list(key(tenant, ""))) >= MAX_MARKS:
+        raise InvalidParameter(f"This API key has {MAX_MARKS} watermarks already, the most it may keep; "
+                               "delete one first.")
     storage.put(stored_key, data, request.mimetype)
     body = {"name": name, "width": width, "height": height, "bytes": len(data)}
     return jsonify(success=True, watermark=body), 200 if replaced else 201
@@ -98,9 +103,10 @@ def list_() -> Response:
     marks = []
     for stored_key, _modified in storage.list(prefix):
         name = stored_key[len(prefix):]
-        data = storage.get(stored_key)  # at most WATERMARK_MAX_BYTES each; a listing is rare
-        if NAME.fullmatch(name) and data:
-            marks.append(_describe(name, data))
+        data = storage.get_head_bytes(stored_key, 64 * 1024)  # enough for the header of a PNG or WebP
+        head = storage.head(stored_key)
+        if NAME.fullmatch(name) and data and head is not None:
+            marks.append(_describe(name, data) | {"bytes": head["bytes"]})
     return jsonify(success=True, watermarks=sorted(marks, key=lambda m: m["name"]))
 
 

@@ -291,3 +291,19 @@ def test_malformed_callback_urls_are_422_not_500(settings, s3, fake_redis, url):
     client = create_app(replace(settings, webhook_secret="s"), redis_client=fake_redis, storage=s3).test_client()
     r = post_json(client, {"imageData": ORIGINAL_PNG_B64, "callback_url": url})
     assert r.status_code == 422 and "callback_url" in r.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("where", ["json body", "variants field", "watermark in the query"])
+def test_json_nested_deeper_than_the_parser_goes_is_a_client_error(client, where):
+    deep = "[" * 5000 + "]" * 5000
+    if where == "json body":
+        r = client.post("/api/v1/resize", data=deep, content_type="application/json")
+        expected = (400, "invalid_json")
+    elif where == "variants field":
+        r = client.post("/api/v1/resize", data={"image": (__import__("io").BytesIO(image_bytes()), "a.jpg"),
+                                                "variants": deep}, content_type="multipart/form-data")
+        expected = (422, "invalid_parameter")
+    else:
+        r = client.post("/api/v1/resize?watermark=" + "[" * 1000, data=image_bytes(), content_type="image/jpeg")
+        expected = (422, "invalid_parameter")
+    assert (r.status_code, r.get_json()["error"]["code"]) == expected, r.get_data(as_text=True)[:300]

@@ -100,16 +100,19 @@ def test_a_success_keeps_its_record_on_its_outputs_not_in_an_object_of_its_own(c
                                                                    {"name": "b", "width": 30, "format": "webp"}]))
     assert manifest_key(TENANT, TOKEN) not in ctx.storage.objects
     assert records.read_durable(ctx.storage, TENANT, TOKEN) == record
-    # a server that lost the metadata (rclone keeps it in memory): the record is rebuilt from the outputs
+    # a server that lost the metadata (rclone keeps it in memory): the record is rebuilt from the
+    # outputs, once the job has ended (its original is gone)
+    ctx.reaper.flush()
     for key in [v["key"] for v in record["variants"].values()]:
         data, content_type, _ = ctx.storage.objects[key]
         ctx.storage.objects[key] = (data, content_type, {})
     rebuilt = records.read_durable(ctx.storage, TENANT, TOKEN)
     assert rebuilt["status"] == "SUCCESS" and rebuilt["variants"] == record["variants"]
     assert records.read_durable(ctx.storage, TENANT, TOKEN, rebuild=False) is None
-    # an output missing (a crash between two uploads): not a success
-    ctx.storage.objects[record["variants"]["b"]["key"]] = (b"", "image/webp", {})
+    # an output missing (a crash between two uploads) while the original still waits: not a success
+    ctx.storage.put(original_key(TOKEN), png(), "image/png")
     del ctx.storage.objects[record["variants"]["b"]["key"]]
+    assert records.read_durable(ctx.storage, TENANT, TOKEN) is None
     assert records.read_durable(ctx.storage, TENANT, TOKEN, rebuild=False) is None
 
 
@@ -204,22 +207,63 @@ def test_a_worker_lost_on_the_last_attempt_is_ended_by_the_failure_callback(ctx,
     assert outcome(ctx, connection)["durable"]["error"]["code"] == "worker_lost"
 
 
-@pytest.fixture
-def no_context(monkeypatch):
+def test_a_failure_that_escaped_the_job_is_ended_by_the_safety_net(ctx, connection, monkeypatch):
+    monkeypatch.setattr(tasks, "context", lambda: ctx)
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    tasks.on_failure(job, connection, KeyError, KeyError("x"), None)
+    assert_failed(ctx, connection, job, "internal_error")
+
+
+def test_a_job_that_ended_itself_is_left_alone_by_the_safety_net(ctx, connection, monkeypatch):
+    monkeypatch.setattr(tasks, "context", lambda: ctx)
+    submit(ctx, png())
+    run(ctx, connection, spec())  # ends SUCCESS
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    # e.g. its worker was killed after the ending, before RQ marked the job finished
+    tasks.on_failure(job, connection, AbandonedJobError, AbandonedJobError(), None)
+    seen = outcome(ctx, connection)
+    assert seen["published"]["status"] == "SUCCESS" and seen["metrics"] == {"success|": 1}
+
+
+def test_an_abandoned_job_with_retries_left_is_left_to_rq(monkeypatch, connection):
     def refuse():
         raise AssertionError("the callback acted")
     monkeypatch.setattr(tasks, "context", refuse)
-
-
-def test_failures_the_job_records_itself_are_left_to_the_job(no_context, connection):
-    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
-    tasks.on_failure(job, connection, StorageUnavailable, StorageUnavailable(), None)
-    tasks.on_failure(job, connection, ValueError, ValueError("x"), None)
-
-
-def test_an_abandoned_job_with_retries_left_is_left_to_rq(no_context, connection):
     job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=2)
     tasks.on_failure(job, connection, AbandonedJobError, AbandonedJobError(), None)
+
+
+def test_a_redis_failure_on_the_last_attempt_ends_the_job(ctx, connection, monkeypatch):
+    import redis as redis_lib
+
+    submit(ctx, png())
+
+    def redis_down(*args, **kwargs):
+        raise redis_lib.exceptions.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(tasks, "process", redis_down)
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    with pytest.raises(redis_lib.exceptions.ConnectionError):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert_failed(ctx, connection, job, "service_unavailable")
+
+
+def test_a_failure_that_cannot_be_recorded_keeps_its_original(ctx, connection):
+    submit(ctx, png()[:60])  # fails: corrupt
+    ctx.storage.down = False
+    real_put = ctx.storage.put
+
+    def records_refused(key, *args, **kwargs):
+        if key.endswith("manifest.json"):
+            raise StorageUnavailable("Object storage is unreachable (fake).")
+        return real_put(key, *args, **kwargs)
+
+    ctx.storage.put = records_refused
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict())
+    with pytest.raises(Exception):
+        tasks.run(ctx, job, TOKEN, TENANT, spec(), None)
+    assert records.read_result(connection, TOKEN, TENANT)["error"]["code"] == "corrupt_image"
+    assert ctx.reaper.pending() == 0 and original_key(TOKEN) in ctx.storage.objects  # kept for the reconciler
 
 
 def test_a_rerun_after_the_original_was_reaped_returns_the_earlier_success(ctx, connection):

@@ -210,3 +210,14 @@ def test_concurrent_identical_submits_do_the_work_once(stack, alice):
     assert len({tuple(keys(b)) for b in bodies}) == 1  # one set of outputs for all four
     assert sorted(b["reused"] for b in bodies) == [False, True, True, True]
     assert decodes(stack) == before + 1
+
+
+def test_replacing_a_watermark_is_not_hidden_by_reuse(alice):
+    options = {"width": 100, "watermark": {"image": "swap", "gravity": "center", "opacity": 1.0}}
+    data = jpeg((200, 100), (255, 255, 255))
+    assert alice.put_mark("swap", png((20, 20), (255, 0, 0, 255))).status_code in (200, 201)
+    red = alice.run(data, **options)
+    assert alice.put_mark("swap", png((20, 20), (0, 0, 255, 255))).status_code == 200  # same size, new colour
+    blue = alice.run(data, **options)
+    assert blue["reused"] is False and keys(blue) != keys(red)
+    assert alice.pixels(red).getpixel((50, 25))[0] > 200 and alice.pixels(blue).getpixel((50, 25))[2] > 200

@@ -1,0 +1,70 @@
+"""Reuse of identical work, the parts a live run rarely shows: a follower whose first job ended
+before it was queued, the claim taken over by two submits at once."""
+
+from __future__ import annotations
+
+from rq import Queue
+from rq.job import JobStatus
+
+from resizer import reuse
+from resizer.queueing import enqueue_resize
+from resizer.reconcile import reconcile
+from settings import Settings
+
+from fakes import FakeStorage
+
+SPEC = {"outputs": [{"name": "default", "width": 10, "height": None, "fit": "contain", "gravity": "center",
+                     "enlarge": False, "format": "jpeg", "quality": None, "background": [255, 255, 255],
+                     "watermark": None}], "callback_url": None}
+FIRST, FOLLOWER = "00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000b2"
+
+
+def settings(url):
+    return Settings.from_env({"APP_ENV": "testing", "REDIS_URL": url})
+
+
+def test_a_follower_of_a_job_that_failed_meanwhile_is_queued_not_stuck(real_redis, redis_server):
+    s = settings(redis_server)
+    queue = Queue(s.queue_name, connection=real_redis)
+    enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
+    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.FAILED)  # it failed while the follower was stored
+    enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    follower = queue.fetch_job(FOLLOWER)
+    assert follower.get_status() == JobStatus.DEFERRED  # RQ defers it and would never queue it
+    assert reuse.release_follower(queue, FOLLOWER)
+    assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.QUEUED and FOLLOWER in queue.job_ids
+
+
+def test_a_follower_of_a_running_job_waits(real_redis, redis_server):
+    s = settings(redis_server)
+    queue = Queue(s.queue_name, connection=real_redis)
+    enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
+    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.STARTED)
+    enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    assert not reuse.release_follower(queue, FOLLOWER)
+    assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.DEFERRED
+
+
+def test_the_reconciler_frees_followers_whose_first_job_is_gone(real_redis, redis_server):
+    s = settings(redis_server)
+    queue = Queue(s.queue_name, connection=real_redis)
+    enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
+    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.STARTED)
+    enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    real_redis.delete(f"rq:job:{FIRST}")  # lost (expired, or Redis lost part of its data)
+    reconcile(real_redis, FakeStorage(), s, force=True)
+    assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.QUEUED
+
+
+def test_only_one_of_two_submits_takes_a_claim_over(real_redis):
+    real_redis.set(reuse.PREFIX + "print", "gone-token")
+    first = reuse.take_over(real_redis, "print", "gone-token", "t1", 60)
+    second = reuse.take_over(real_redis, "print", "gone-token", "t2", 60)
+    assert (first, second) == ("t1", "t1") and real_redis.get(reuse.PREFIX + "print") == b"t1"
+
+
+def test_fingerprints_differ_by_owner_options_and_bytes():
+    base = reuse.fingerprint("acme", SPEC, b"image")
+    assert base == reuse.fingerprint("acme", dict(reversed(list(SPEC.items()))), b"image")  # key order is no option
+    assert len({base, reuse.fingerprint("other", SPEC, b"image"), reuse.fingerprint("acme", {**SPEC, "x": 1}, b"image"),
+                reuse.fingerprint("acme", SPEC, b"imagE")}) == 4
