@@ -9,6 +9,7 @@ tenant has none by that name; the worker reads the bytes when the job runs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 
@@ -33,16 +34,18 @@ def key(tenant: str, name: str) -> str:
 def check_names(storage: Storage, tenant: str, spec: JobSpec) -> dict[str, str]:
     """422 for a watermark the tenant does not have (checked once, at submit).
 
-    Returns each mark's version (size and time stored), so identical work is not
-    reused across a replaced watermark.
+    Returns each mark's version (a hash of its bytes), so identical work is not
+    reused across a replaced watermark (sizes, times and ETags cannot tell: a
+    replacement may have the same size within the same second, and some
+    servers give no ETag).
     """
     versions = {}
     for name in sorted(spec.watermark_names()):
-        head = storage.head(key(tenant, name))
-        if head is None:
+        data = storage.get(key(tenant, name))
+        if data is None:
             raise InvalidParameter(f"Invalid parameter 'watermark': there is no watermark named '{name}' for this "
                                    "API key; upload it with PUT /api/v1/watermarks/<name>.")
-        versions[name] = f"{head['bytes']}@{head['last_modified']}@{head.get('etag', '')}"
+        versions[name] = hashlib.sha256(data).hexdigest()
     return versions
 
 
