@@ -9,12 +9,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
 from resizer.local import ROOT
-from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack
+from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -131,9 +130,7 @@ def test_workers_on_two_hosts_share_the_queue(tmp_path):
             procs.append(_worker_on_host(host, tmp_path / host, env, logs[-1]))
         settings = Settings.from_env(stack.env)
         redis = make_redis(settings)
-        end = time.monotonic() + 30
-        while len(Worker.all(connection=redis)) < 3 and time.monotonic() < end:  # two + the webhooks worker
-            time.sleep(0.2)
+        wait_until(lambda: len(Worker.all(connection=redis)) >= 3, "two workers + the webhooks worker", interval=0.2)
         workers = [w for w in Worker.all(connection=redis) if settings.queue_name in w.queue_names()]
         assert sorted(w.name.split(".")[0] for w in workers) == ["host-a", "host-b"], [w.name for w in workers]
         if _can_set_hostname():  # really two hostnames, as RQ saw them
