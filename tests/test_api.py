@@ -331,3 +331,27 @@ def test_long_poll_returns_as_soon_as_the_result_is_published(client, fake_redis
     timer.join()
     assert r.get_json()["status"] == "FAILURE" and r.get_json()["error"]["code"] == "corrupt_image"
     assert elapsed < 10, f"the long poll waited {elapsed:.1f} s instead of waking when the result was published"
+
+
+def test_the_readme_error_table_lists_every_error_with_its_status():
+    """Docs that match the code: each error code a client can get is in README's table, on its status's row;
+    the codes only a job can end with are in the sentence after the table."""
+    import re
+    from pathlib import Path
+
+    from resizer import errors
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("Errors always have one shape", 1)[1].split("Other endpoints:", 1)[0]
+    rows = {int(m[1]): m[2] for m in re.finditer(r"^\| (\d{3}) \| (.*)$", section, re.M)}
+    job_only = {"storage_unavailable", "processing_timeout", "worker_lost"}
+    unused = {"forbidden"}  # only Werkzeug's own 403 maps to it, and no route raises one
+    classes = [errors.ResizerError, *errors.ResizerError.__subclasses__()]
+    classes += [sub for cls in classes[1:] for sub in cls.__subclasses__()]
+    for cls in classes:
+        if cls.code in unused:
+            continue
+        if cls.code in job_only:
+            assert f"`{cls.code}`" in section.split("A job that fails in the worker", 1)[1], cls.code
+        else:
+            assert f"`{cls.code}`" in rows.get(cls.status, ""), f"{cls.status} {cls.code} is not in README's error table"
