@@ -198,3 +198,76 @@ def test_errors_raised_before_the_app_are_json_too(api):
         raw = s.recv(4096).decode("latin-1")
     assert raw.startswith("HTTP/1.1 400") and "application/json" in raw
     assert '"code": "invalid_request"' in raw and "<html>" not in raw
+
+
+# -- storage credentials and presigned URLs already handed out --------------------------
+class S3Server:
+    """``rclone serve s3`` on a fixed port and data folder, restartable with other keys (docs/operations.md)."""
+
+    def __init__(self, data, port: int):
+        self.data, self.port, self.proc = data, port, None
+
+    def start(self, *keys: tuple[str, str]) -> "S3Server":
+        import subprocess
+
+        from resizer.local import find_binary, port_open, wait_for
+
+        argv = [find_binary("rclone"), "serve", "s3", str(self.data), "--addr", f"127.0.0.1:{self.port}",
+                "--config", "/dev/null", "--log-level", "ERROR"]
+        for key_id, secret in keys:
+            argv += ["--auth-key", f"{key_id},{secret}"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open("127.0.0.1", self.port), "rclone serve s3")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def test_presigned_urls_die_with_the_key_that_signed_them(tmp_path):
+    """A SigV4 presigned URL names its access key id and is signed with that key's secret: once the
+    server no longer has that key (deleted, or its secret changed) the URL is refused at once, long
+    before its X-Amz-Expires.  While both keys exist, URLs signed with either work (the rotation
+    that docs/operations.md describes)."""
+    import requests
+
+    from resizer.local import free_port
+    from settings import Settings
+
+    old, new, old_resecreted = ("OLDKEYID", "old-secret-0123456789"), ("NEWKEYID", "new-secret-0123456789"), \
+        ("OLDKEYID", "another-secret-0123456789")
+    (tmp_path / "s3" / "bucket").mkdir(parents=True)
+    server = S3Server(tmp_path / "s3", free_port())
+
+    def storage(key: tuple[str, str]) -> Storage:
+        return Storage(Settings.from_env({"APP_ENV": "testing", "S3_BUCKET": "bucket",
+                                          "S3_ENDPOINT_URL": f"http://127.0.0.1:{server.port}",
+                                          "S3_ACCESS_KEY_ID": key[0], "S3_SECRET_ACCESS_KEY": key[1]}))
+
+    def fetch(url: str) -> int:
+        return requests.get(url, timeout=10).status_code
+
+    try:
+        server.start(old)
+        storage(old).put("outputs/x.jpg", image_bytes(), "image/jpeg")
+        signed_by_old = storage(old).presigned_url("outputs/x.jpg", ttl=3600)
+        assert "X-Amz-Credential=OLDKEYID%2F" in signed_by_old and fetch(signed_by_old) == 200
+
+        server.stop()
+        server.start(old, new)  # both keys: the overlap
+        signed_by_new = storage(new).presigned_url("outputs/x.jpg", ttl=3600)
+        assert (fetch(signed_by_old), fetch(signed_by_new)) == (200, 200)
+
+        server.stop()
+        server.start(new)  # the old key removed
+        assert fetch(signed_by_old) == 403, "a URL signed with a removed key still works"
+        assert fetch(signed_by_new) == 200
+
+        server.stop()
+        server.start(old_resecreted)  # the same key id with a new secret
+        assert fetch(signed_by_old) == 403, "a URL signed with the old secret still works"
+    finally:
+        server.stop()
