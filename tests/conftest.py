@@ -223,7 +223,7 @@ def redis_server(tmp_path_factory):
 
     import redis as redis_lib
 
-    from resizer.local import find_binary, wait_for
+    from resizer.local import find_binary
 
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
@@ -237,7 +237,7 @@ def redis_server(tmp_path_factory):
         except redis_lib.exceptions.ConnectionError:
             return False
 
-    wait_for(answers, "redis-server")
+    wait_until(answers, "the private redis-server to answer", timeout=20)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
