@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
@@ -227,7 +228,10 @@ class Stack:
         env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}
         self.spawn(Proc("api", [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env,
                         restart=True))
-        wait_for(lambda: port_open("127.0.0.1", self.port), "the API (gunicorn)", timeout=30, proc=self.procs["api"])
+        # gunicorn's master listens before its workers have loaded the app (seconds on a busy host):
+        # ready means a worker answers, so the first request of a test or a user is not a cold start.
+        wait_for(lambda: _answers(f"http://127.0.0.1:{self.port}/healthz"), "the API (gunicorn)", timeout=30,
+                 proc=self.procs["api"])
 
     def _start_dashboard(self) -> None:
         self.spawn(Proc("dashboard", [str(BIN / "rq-dashboard"), "--bind", "127.0.0.1", "--port",
@@ -322,6 +326,14 @@ class Stack:
 
     def _say(self, message: str) -> None:
         print(f"{'local':>10} | {message}", flush=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
 
 
 def _redact(url: str) -> str:
