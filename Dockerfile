@@ -1,12 +1,15 @@
-# One image, two roles: the API (default command) and the worker (`python rq_worker.py`).
 # syntax=docker/dockerfile:1
 
-FROM python:3.11-slim AS build
+# (The line above is a parser directive: BuildKit honours it only before any comment or instruction.)
+# One image, two roles: the API (default command) and the worker (`python rq_worker.py`).
+# The base is pinned to a Python release on Debian 13; bump both stages together.
+
+FROM python:3.11.17-slim-trixie AS build
 WORKDIR /src
 COPY requirements.txt .
 RUN pip install --no-cache-dir --prefix=/install -r requirements.txt
 
-FROM python:3.11-slim
+FROM python:3.11.17-slim-trixie
 # MALLOC_ARENA_MAX: fewer glibc arenas, less fragmentation from threads handling multi-MB bodies.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -53,12 +53,17 @@ class Settings:
     max_output_dimension: int = 8192
     max_variants: int = 10
     max_frames: int = 300
+    # Watermark uploads (PNG/WebP): bytes and pixels each
+    watermark_max_bytes: int = 1024 * 1024
+    watermark_max_pixels: int = 4_000_000
     # Jobs
     job_timeout: int = 60
     job_retries: int = 3
     result_ttl: int = 86_400
     result_retention_days: int = 7
     idempotency_ttl: int = 86_400
+    # A status request without ?wait= for an unfinished job waits up to this long for its end (0: never).
+    status_hold_ms: int = 200
     # Worker liveness: how often a busy worker proves it is alive, and how
     # long a silent one is trusted before its job is handed to another worker.
     worker_heartbeat_interval: int = 5
@@ -68,6 +73,10 @@ class Settings:
     # back empty) are queued again from their original in storage: how often a worker
     # looks, and how old an original must be before a missing job counts as lost.
     reconcile_interval: int = 30
+    # Uploads up to REDIS_ORIGINAL_MAX_BYTES wait for their job in Redis instead of storage
+    # (only when Redis keeps what it acknowledges), within REDIS_ORIGINALS_BUDGET bytes in all.
+    redis_original_max_bytes: int = 4 * 1024 * 1024
+    redis_originals_budget: int = 256 * 1024 * 1024
     reconcile_grace: int = 60
     # A worker runs jobs in its own process (no fork per job); it exits after
     # this many jobs and is restarted, so a leak in one job cannot grow forever.
@@ -200,16 +209,21 @@ _INT_RANGES = {
     "max_output_dimension": (1, 65_535),
     "max_variants": (1, 100),
     "max_frames": (1, 10_000),
+    "watermark_max_bytes": (1024, 64 * 1024 * 1024),
+    "watermark_max_pixels": (1, 100_000_000),
     "job_timeout": (1, 3600),
     "job_retries": (0, 20),
     "result_ttl": (60, 30 * 86_400),
     "result_retention_days": (1, 3650),
     "idempotency_ttl": (1, 30 * 86_400),
+    "status_hold_ms": (0, 5000),
     "worker_heartbeat_interval": (1, 300),
     "worker_dead_after": (3, 3600),
     "maintenance_interval": (1, 3600),
     "reconcile_interval": (1, 3600),
     "reconcile_grace": (1, 86_400),
+    "redis_original_max_bytes": (0, 64 * 1024 * 1024),
+    "redis_originals_budget": (0, 1 << 40),
     "trusted_proxies": (0, 5),
     "worker_max_jobs": (0, 10_000_000),
     "webhook_timeout": (1, 30),

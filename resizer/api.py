@@ -13,7 +13,8 @@ from .intake import inspect, read_upload
 from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
-from .webhooks import check_destination
+from .destinations import check_destination
+from .watermarks import check_names as check_watermarks
 
 log = logging.getLogger("resizer.api")
 
@@ -35,6 +36,7 @@ def submit() -> tuple[Response, int]:
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
     if spec.callback_url:
         check_destination(spec.callback_url, settings)
+    marks = check_watermarks(svc.storage, g.get("tenant", "public"), spec)
     content_type = inspect(upload.data, settings.max_input_pixels)
     submission = svc.jobs.submit(
         upload.data,
@@ -43,6 +45,7 @@ def submit() -> tuple[Response, int]:
         tenant=g.get("tenant", "public"),
         idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
         request_id=g.get("request_id"),
+        watermarks=marks,
     )
     status_url = url_for("api.status", token=submission.token)
     log.info(
@@ -58,7 +61,10 @@ def submit() -> tuple[Response, int]:
 def status(token: str) -> Response:
     jobs = _service().jobs
     tenant = g.get("tenant", "public")
-    wait = _wait_seconds(request.args.get("wait"))
+    raw_wait = request.args.get("wait")
+    # Without ?wait=, an unfinished job's status is still held briefly (STATUS_HOLD_MS) for its end:
+    # a client that polls every few milliseconds then makes a few requests per job, not dozens.
+    wait = _wait_seconds(raw_wait) if raw_wait is not None else _service().settings.status_hold_ms / 1000
     body = jobs.status(token, tenant)
     if wait and body["status"] in ("PENDING", "IN_PROGRESS"):
         # Long poll: one request instead of many while the job runs.
@@ -97,13 +103,6 @@ def _wait_seconds(raw: str | None) -> float:
 def openapi() -> Response:
     settings = _service().settings
     return jsonify(build_openapi(Limits(settings.max_output_dimension, settings.max_variants)))
-
-
-@bp.get("/docs")
-def docs() -> Response:
-    response = current_app.send_static_file("docs.html")
-    response.headers["Content-Security-Policy"] = PAGE_CSP
-    return response
 
 
 @bp.get("/")

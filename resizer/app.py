@@ -68,8 +68,12 @@ def register_service(app: Flask, settings: Settings, redis_client, storage) -> N
 
 def register_blueprints(app: Flask) -> None:
     from .api import bp
+    from .docs import bp as docs_bp
+    from .watermarks import bp as watermarks_bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(docs_bp)
+    app.register_blueprint(watermarks_bp)
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import requests
 
+from .imaging.spec import FITS, FORMATS, GRAVITIES
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_AUTH, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4, 5
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 
@@ -185,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--width", type=int)
     s.add_argument("--height", type=int)
-    s.add_argument("--fit", choices=["fill", "contain", "cover", "pad"])
-    s.add_argument("--gravity")
-    s.add_argument("--format", choices=["jpeg", "png", "webp", "avif", "auto"])
+    s.add_argument("--fit", choices=FITS)
+    s.add_argument("--gravity", choices=GRAVITIES)
+    s.add_argument("--format", choices=FORMATS)
     s.add_argument("--quality", type=int)
     s.add_argument("--background", help="#rrggbb")
     s.add_argument("--enlarge", action="store_true")

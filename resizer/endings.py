@@ -18,23 +18,39 @@ one still runs.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
-from . import records, webhooks
+from settings import Settings
+
+from . import originals, records, webhooks
 from .clock import isoformat, utcnow
 from .errors import ResizerError
 from .metrics import record_job
-from .storage import original_key
-from .worker import WorkerContext
+from .reaper import Reaper
+from .storage import Storage, original_key
 
 log = logging.getLogger("resizer.worker")
 
 
+class WorkerContext(Protocol):
+    """What an ending needs (a worker's context has it; the API builds one to end reused work)."""
+
+    settings: Settings
+    storage: Storage
+    reaper: Reaper | None
+
+
 def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
-        record: dict[str, Any], stages: dict[str, float] | None = None) -> dict[str, Any]:
-    """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record."""
+        record: dict[str, Any], stages: dict[str, float] | None = None, original: str | None = None,
+        connection: redis.Redis | None = None) -> dict[str, Any]:
+    """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record.
+
+    ``original``: where the job's original was found ("redis", "storage"), None when not known,
+    "none" when there is none (reused work).  ``connection``: Redis, when there is no RQ ``job``.
+    """
+    connection = connection if connection is not None else (job.connection if job is not None else None)
     success = record["status"] == "SUCCESS"
     try:
         records.write_durable(ctx.storage, tenant, token, record)
@@ -42,18 +58,18 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
         if success:
             raise  # not ended: retried (outputs are idempotent), or failed as storage_unavailable
         log.warning("job %s: could not store the failure record: %s", token, exc.message)
-    _publish(job, token, tenant, record, ctx.settings.result_ttl)
     error = record.get("error") or {}
-    metric(job, "success" if success else "failure", error.get("code", ""), stages or {})
-    _webhook(ctx, job, token, tenant, callback_url)
-    ctx.reaper.add(original_key(token))  # no attempt will need it again
+    _publish(connection, token, tenant, record, ctx.settings.result_ttl,
+             ("success" if success else "failure", error.get("code", ""), stages or {}))
+    _webhook(ctx, connection, token, tenant, callback_url)
+    _release_original(ctx, connection, token, original)  # no attempt will need it again
     return record
 
 
 def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
-            record: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
+            record: dict[str, Any], stages: dict[str, float], original: str | None = None) -> dict[str, Any]:
     """End the job with its outputs (``record`` has ``variants``, times, ...)."""
-    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages)
+    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages, original)
 
 
 def fail(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,
@@ -88,20 +104,35 @@ def metric(job, outcome: str, code: str, stages: dict[str, float]) -> None:
         log.warning("metrics not recorded: %s", exc)
 
 
-def _publish(job, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
-    if job is None:
+def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple) -> None:
+    """The result (waking waiting clients) and the metric, in one round trip."""
+    if connection is None:
         return
     try:
-        records.publish(job.connection, token, tenant, record, ttl)
+        with connection.pipeline() as pipe:
+            records.publish(pipe, token, tenant, record, ttl)
+            record_job(pipe, *outcome)
+            pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("job %s: result not published: %s", token, exc)
 
 
-def _webhook(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None) -> None:
+def _release_original(ctx: WorkerContext, connection, token: str, where: str | None) -> None:
+    if where in (None, "redis") and connection is not None:
+        try:
+            if originals.release_from_redis(connection, token):
+                return
+        except redis.exceptions.RedisError as exc:  # the key expires; the reconciler corrects the budget's meter
+            log.warning("job %s: original not released from Redis: %s", token, exc)
+    if where in (None, "storage") and ctx.reaper is not None:
+        ctx.reaper.add(original_key(token))
+
+
+def _webhook(ctx: WorkerContext, connection, token: str, tenant: str, callback_url: str | None) -> None:
     """Queue the completion webhook; its delivery (and retries) never runs in this job."""
-    if not callback_url or job is None:
+    if not callback_url or connection is None:
         return
     try:
-        webhooks.schedule(job.connection, ctx.settings, token, tenant, callback_url)
+        webhooks.schedule(connection, ctx.settings, token, tenant, callback_url)
     except redis.exceptions.RedisError as exc:
         log.warning("job %s: webhook not queued: %s", token, exc)

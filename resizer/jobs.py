@@ -2,8 +2,8 @@
 
 The token is a random UUID4 and is also the RQ job id.  A 202 means the job
 will end: the original and the job's arguments are in storage before the job
-is queued (see ``originals``), and where Redis can say so (``WAITAOF``, Redis
-7.2+ with an append-only file) the enqueue is on disk before the answer.
+is queued (see ``originals``), or, on a Redis that keeps what it acknowledges
+(see ``durability``), small originals ride in Redis in the job's transaction.
 
 Status reads, in order: the published result, RQ's job, the durable record in
 storage, and finally the original itself (a job Redis lost and the reconciler
@@ -23,13 +23,14 @@ from typing import Any
 
 import redis
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.serializers import resolve_serializer
+from rq.utils import str_to_date
 
 from settings import Settings
 
-from . import originals, records
-from .clock import isoformat
+from . import durability, endings, originals, records, reuse
+from .clock import isoformat, utcnow
 from .connections import make_redis
 from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_PREFIX = "resizer:idem:"
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
 WAITAOF_TIMEOUT_MS = 1000
+
+
+@dataclass
+class _Recorder:
+    settings: Settings
+    storage: Storage
+    reaper: None = None  # the API never holds originals to delete
 
 
 @dataclass
@@ -58,9 +66,11 @@ class Jobs:
         self.redis = connection
         self.storage = storage
         self.queue = Queue(settings.queue_name, connection=connection)
+        self._serializer = resolve_serializer(None)  # RQ's default: how it stores a job's meta
+        self._recorder = _Recorder(settings, storage)  # what endings.end needs to end reused work here
         # Blocking waits need a socket timeout longer than the wait itself.
         self.waiter = waiter or make_redis(settings, socket_timeout=MAX_WAIT + 5)
-        self._waitaof: tuple[float, bool] = (0.0, False)  # (checked at, supported)
+        self._durability: tuple[float, durability.Durability] = (-1e9, durability.NOT_DURABLE)
 
     # -- submit ---------------------------------------------------------------
     def submit(
@@ -72,7 +82,9 @@ class Jobs:
         tenant: str = DEFAULT_TENANT,
         idempotency_key: str | None = None,
         request_id: str | None = None,
+        watermarks: dict[str, str] | None = None,
     ) -> Submission:
+        """Store and queue the job; ``watermarks``: the version of each mark it draws (for reuse)."""
         token = str(uuid.uuid4())
         idem = None
         if idempotency_key is not None:
@@ -84,19 +96,71 @@ class Jobs:
                 if earlier_fingerprint != fingerprint:
                     raise IdempotencyConflict()
                 return Submission(earlier_token, created=False)
+        spec_dict = spec.to_dict()
+        durable = self.durability()
         try:
-            originals.stash(self.storage, token, image, content_type, tenant, spec.to_dict(), request_id)
-            self._enqueue(token, tenant, spec, request_id)
+            follows = None
+            print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
+            earlier = reuse.claim(self.redis, print_, token, reuse.ttl(self.settings))
+            if earlier is not None:
+                state, record = self._earlier(earlier, tenant)
+                if state == "succeeded":
+                    self._end_reused(token, tenant, spec, record)
+                    return Submission(token, created=True)
+                if state == "running":
+                    follows = earlier
+                else:
+                    reuse.take_over(self.redis, print_, token, reuse.ttl(self.settings))
+            if follows is not None:
+                self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id, follows)
+            elif durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes:
+                packed = originals.envelope(image, content_type, tenant, spec_dict, request_id)
+                if originals.reserve(self.redis, len(packed), self.settings.redis_originals_budget):
+                    self._enqueue_with_original(token, tenant, spec_dict, request_id, packed)
+                else:
+                    self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id)
+            else:
+                self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id)
+            if durable.waitaof:
+                self._wait_for_disk(durable)
         except BaseException:
             if idem is not None:
                 self._release(idem)
             raise
-        self._confirm_durable()
         return Submission(token, created=True)
 
-    def _enqueue(self, token: str, tenant: str, spec: JobSpec, request_id: str | None) -> None:
+    def durability(self) -> durability.Durability:
+        """What Redis keeps (probed at most once a minute: a restart may change it)."""
+        checked, known = self._durability
+        if time.monotonic() - checked > 60:
+            known = durability.probe(self.redis)
+            if known != self._durability[1]:
+                log.info("%s", known.describe())
+            self._durability = (time.monotonic(), known)
+        return known
+
+    def _enqueue_with_original(self, token: str, tenant: str, spec: dict, request_id: str | None,
+                               packed: bytes) -> None:
+        """Image and job in one transaction: both or neither, in one round trip."""
         try:
-            enqueue_resize(self.queue, self.settings, token, tenant, spec.to_dict(), request_id)
+            with self.redis.pipeline() as pipe:
+                pipe.multi()  # before RQ's commands: it opens the transaction only when none is open
+                originals.stash_in_redis(pipe, token, packed)
+                enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, pipeline=pipe,
+                               original="redis")
+                pipe.execute()
+        except BaseException:
+            try:
+                originals.unreserve(self.redis, len(packed))
+            except redis.exceptions.RedisError:
+                pass  # the reconciler corrects the meter
+            raise
+
+    def _enqueue_after_storing(self, token: str, image: bytes, content_type: str, tenant: str, spec: dict,
+                               request_id: str | None, follows: str | None = None) -> None:
+        originals.stash(self.storage, token, image, content_type, tenant, spec, request_id)
+        try:
+            enqueue_resize(self.queue, self.settings, token, tenant, spec, request_id, follows=follows)
         except redis.exceptions.RedisError:
             # Do not leave an original behind that no job will ever pick up.
             try:
@@ -105,30 +169,35 @@ class Jobs:
                 pass  # the reconciler would queue it: harmless work nobody asked for; the lifecycle rule ends it
             raise
 
-    def _confirm_durable(self) -> None:
-        """Wait until the enqueue is in Redis's append-only file, where Redis can tell (7.2+).
+    def _earlier(self, earlier: str, tenant: str) -> tuple[str, dict[str, Any] | None]:
+        """What became of the job that holds a fingerprint: succeeded (its record), running, or gone."""
+        record = records.read_result(self.redis, earlier, tenant)
+        if record is None:
+            state = self.redis.hget(Job.key_for(earlier), "status")
+            if state is not None and state.decode() not in (JobStatus.FAILED, JobStatus.STOPPED,
+                                                             JobStatus.CANCELED, JobStatus.FINISHED):
+                return "running", None
+            record = records.read_durable(self.storage, tenant, earlier)
+        if record is not None and record.get("status") == "SUCCESS":
+            return "succeeded", record
+        return "gone", None
 
-        Elsewhere the original in storage is what makes the job durable (the
-        reconciler queues it again if Redis lost it).
-        """
-        checked, supported = self._waitaof
-        if time.monotonic() - checked > 60:
-            supported = self._probe_waitaof()
-            self._waitaof = (time.monotonic(), supported)
-        if supported:
-            try:
-                self.redis.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            except redis.exceptions.ResponseError as exc:  # AOF turned off since the probe
-                log.info("WAITAOF refused (%s); relying on storage for durability", exc)
-                self._waitaof = (time.monotonic(), False)
+    def _end_reused(self, token: str, tenant: str, spec: JobSpec, earlier: dict[str, Any]) -> None:
+        """The same work was done and its outputs are kept: this job ends now, with them."""
+        now = isoformat(utcnow())
+        endings.end(self._recorder, None, token, tenant, spec.callback_url, reuse.reused(earlier, now, now),
+                    original="none", connection=self.redis)
 
-    def _probe_waitaof(self) -> bool:
+    def _wait_for_disk(self, durable: durability.Durability) -> None:
+        """WAITAOF: answer 202 only once the job is fsynced (and on a replica's disk when there is one)."""
         try:
-            info = self.redis.info("persistence")
-            version = tuple(int(p) for p in str(self.redis.info("server")["redis_version"]).split(".")[:2])
-        except (redis.exceptions.RedisError, ValueError, KeyError):
-            return False
-        return bool(info.get("aof_enabled")) and version >= (7, 2)
+            local, replicas = self.redis.execute_command("WAITAOF", 1, durable.replicas, WAITAOF_TIMEOUT_MS)
+        except redis.exceptions.ResponseError as exc:  # AOF turned off since the probe
+            log.warning("WAITAOF refused (%s); probing Redis again", exc)
+            self._durability = (-1e9, durability.NOT_DURABLE)
+            raise ServiceUnavailable("The job queue could not confirm the job is stored; retry shortly.") from None
+        if local < 1 or replicas < durable.replicas:
+            raise ServiceUnavailable("The job queue did not confirm the job is on disk in time; retry shortly.")
 
     def _claim(self, key: str, value: str) -> str | None:
         """Record ``value`` under ``key`` unless something is there; return what was there."""
@@ -151,23 +220,35 @@ class Jobs:
             uuid.UUID(token)
         except ValueError:
             raise NotFound("No job with this token.") from None
-        record = records.read_result(self.redis, token, tenant)
-        if record is not None:
-            return self._render(token, record)
-        job = self._fetch(token)
-        if job is None or job.meta.get("tenant", DEFAULT_TENANT) != tenant:
+        # One round trip: the published result and the few fields of RQ's job that status needs
+        # (not Job.fetch, which loads and decompresses the whole job on every poll).
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(records.RESULT_PREFIX + token)
+            pipe.hmget(Job.key_for(token), "status", "meta", "created_at", "ended_at")
+            raw, (state, meta, created, ended) = pipe.execute()
+        if raw is not None:
+            record = json.loads(raw)
+            if record.pop("tenant", DEFAULT_TENANT) == tenant:
+                return self._render(token, record)
+        if state is None:
             return self._without_job(token, tenant)
-        status = records.STATUS.get(job.get_status(refresh=False), "PENDING")
+        meta = self._serializer.loads(meta) if meta else {}
+        if meta.get("tenant", DEFAULT_TENANT) != tenant:
+            return self._without_job(token, tenant)
+        try:
+            status = records.STATUS.get(JobStatus(state.decode()), "PENDING")
+        except ValueError:
+            status = "PENDING"
         body: dict[str, Any] = {"status": status}
-        if status == "SUCCESS":
-            record = job.return_value(refresh=True) or records.read_durable(self.storage, tenant, token)
+        if status == "SUCCESS":  # the published result expired before RQ's record of the job
+            record = records.read_durable(self.storage, tenant, token)
             if record is None:
                 raise ServiceUnavailable("The job's results are not readable right now.")
             return self._render(token, record)
         if status == "FAILURE":
-            body["error"] = job.meta.get("error") or records.WORKER_LOST
-            body["finished_at"] = isoformat(job.ended_at)
-        body["created_at"] = isoformat(job.created_at)
+            body["error"] = meta.get("error") or records.WORKER_LOST
+            body["finished_at"] = isoformat(str_to_date(ended.decode())) if ended else None
+        body["created_at"] = isoformat(str_to_date(created.decode())) if created else None
         return self._render(token, body)
 
     def _without_job(self, token: str, tenant: str) -> dict[str, Any]:
@@ -196,12 +277,6 @@ class Jobs:
                 self.waiter.expire(key, 60)
         finally:
             self.waiters.release()
-
-    def _fetch(self, token: str) -> Job | None:
-        try:
-            return Job.fetch(token, connection=self.redis)
-        except NoSuchJobError:
-            return None
 
     def _render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
         return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)

@@ -124,6 +124,9 @@ class Stack:
     log_dir: Path | None = None  # None: prefix and print every line; else one file per process
     own_redis: bool = False  # always start a private redis-server (tests that stop Redis)
     redis_port: int | None = None
+    # A private redis-server's persistence: "everysec" (compose's choice), "always" (fsync before
+    # every reply: acknowledged jobs survive a crash, so small originals may ride in Redis) or "none".
+    redis_persistence: str = "everysec"
     procs: dict[str, Proc] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic  # the supervisor's clock (a fake one in its tests)
     _stopping: bool = False
@@ -176,8 +179,10 @@ class Stack:
         self.redis_port = self.redis_port or (free_port() if self.own_redis else 6380)
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        persistence = (["--appendonly", "no"] if self.redis_persistence == "none" else
+                       ["--appendonly", "yes", "--appendfsync", self.redis_persistence])
         self.spawn(Proc("redis", [server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
-                                  "--appendonly", "yes", "--save", ""], self.env))
+                                  "--save", "", *persistence], self.env))
         wait_for(lambda: port_open("127.0.0.1", self.redis_port), "redis-server", proc=self.procs["redis"])
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
 

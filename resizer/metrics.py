@@ -44,13 +44,14 @@ def record_job(connection: redis.Redis, outcome: str, code: str, stages: dict[st
     above it, as Prometheus reports them): three commands a stage instead of
     up to fifteen.  ``JobCollector`` makes the counts cumulative when scraped.
     """
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)
-        for stage, seconds in stages.items():
-            key = STAGE_KEY + stage
-            pipe.hincrby(key, str(next((b for b in BUCKETS if seconds <= b), "+Inf")), 1)
-            pipe.hincrby(key, "count", 1)
-            pipe.hincrbyfloat(key, "sum", seconds)
+    pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline(transaction=False)
+    pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)
+    for stage, seconds in stages.items():
+        key = STAGE_KEY + stage
+        pipe.hincrby(key, str(next((b for b in BUCKETS if seconds <= b), "+Inf")), 1)
+        pipe.hincrby(key, "count", 1)
+        pipe.hincrbyfloat(key, "sum", seconds)
+    if pipe is not connection:  # a caller's pipeline is executed by the caller
         pipe.execute()
 
 

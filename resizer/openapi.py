@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from . import __version__, errors
 from .jobs import MAX_WAIT
-from .options import MAX_QUERY_VALUE, Limits, models
+from .options import JSON_FIELDS, MAX_QUERY_VALUE, Limits, models
 
 REF = "#/components/schemas/{model}"
 
@@ -85,13 +85,13 @@ def build(limits: Limits) -> dict[str, Any]:
     option_props = components["ResizeOptions"]["properties"]
 
     def as_text_field(name: str, prop: dict) -> dict:
-        if name == "variants":
-            return {"type": "string", "description": "The variants list as a JSON string."}
+        if name in JSON_FIELDS:
+            return {"type": "string", "description": f"The {name} option as JSON text."}
         return {k: v for k, v in prop.items() if k != "title"}
 
     def as_query_field(name: str, prop: dict) -> dict:
         field = as_text_field(name, prop)
-        if name in ("variants", "callback_url"):  # the only free-length options
+        if name in (*JSON_FIELDS, "callback_url"):  # the only free-length options
             field = {**field, "maxLength": MAX_QUERY_VALUE, "pattern": "^[ -~]*$"} if "anyOf" not in field else {
                 **field, "anyOf": [{**a, "maxLength": MAX_QUERY_VALUE} if a.get("type") == "string" else a
                                    for a in field["anyOf"]]}

@@ -3,62 +3,38 @@
 The pydantic models below are the single source of truth for what a client may
 send: the API validates requests with them and the OpenAPI document is
 generated from them, so the docs cannot drift from the code.  Validation turns
-them into a ``JobSpec`` (plain frozen dataclasses with every default resolved)
-which is all the worker ever sees.
+them, once, into a ``JobSpec`` (``resizer.imaging.spec``: plain frozen
+dataclasses with every default resolved), which is all the worker and the
+kernel ever see.  ``JobSpec`` and the option lists are re-exported here for the
+edge's callers.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidParameter
+from .imaging.spec import ANCHORS, FITS, FORMATS, GRAVITIES, JobSpec, OutputSpec, WatermarkSpec
 
-FITS = ("fill", "contain", "cover", "pad")
-GRAVITIES = ("center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west")
-FORMATS = ("jpeg", "png", "webp", "avif", "auto")
+__all__ = ["FITS", "FORMATS", "GRAVITIES", "JSON_FIELDS", "NAME_PATTERN", "JobSpec", "Limits", "OutputSpec", "models",
+           "parse_options"]
+
 DEFAULT_SIZE = 100  # the original API's 100x100 output
 DEFAULT_NAME = "default"
+NAME_PATTERN = r"^[a-z0-9_-]{1,32}$"  # variant and watermark names
 MAX_QUERY_VALUE = 1024  # characters per option in a query string: URLs stay well under the server's 8 KB
 
-Fit = Literal["fill", "contain", "cover", "pad"]
-Gravity = Literal["center", "north", "south", "east", "west", "north_east", "north_west", "south_east", "south_west"]
-Format = Literal["jpeg", "png", "webp", "avif", "auto"]
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """One output of a job, every default resolved."""
-
-    name: str
-    width: int | None  # None: follows the aspect ratio of the other side
-    height: int | None
-    fit: str
-    gravity: str
-    enlarge: bool
-    format: str
-    quality: int | None  # None: the format's default
-    background: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    outputs: tuple[OutputSpec, ...]
-    callback_url: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"outputs": [asdict(o) for o in self.outputs], "callback_url": self.callback_url}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
-        return cls(
-            tuple(OutputSpec(**{**o, "background": tuple(o["background"])}) for o in data["outputs"]),
-            data.get("callback_url"),
-        )
+# pydantic wants Literal types; they are built from the kernel's lists so the two cannot differ.
+Fit = Literal[FITS]  # type: ignore[valid-type]
+Gravity = Literal[GRAVITIES]  # type: ignore[valid-type]
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+Anchor = Literal[ANCHORS]  # type: ignore[valid-type]
+JSON_FIELDS = ("variants", "watermark")  # objects that forms and query strings carry as JSON text
 
 
 @dataclass(frozen=True)
@@ -74,11 +50,25 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
         int, Field(ge=1, le=limits.max_output_dimension, description="Pixels; 1..MAX_OUTPUT_DIMENSION.")
     ]
 
+    class Watermark(BaseModel):
+        """An overlay image drawn on the output after the resize."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, title="Watermark")
+        image: Annotated[str, Field(pattern=NAME_PATTERN, description="Name of a watermark stored with "
+                                                                      "PUT /api/v1/watermarks/{name}.")]
+        gravity: Anchor = Field("south_east", description="Where it sits on the output.")
+        opacity: Annotated[float, Field(ge=0, le=1)] = Field(0.5, description="0 (invisible) .. 1 (its own alpha).")
+        scale: Annotated[float, Field(gt=0, le=1)] | None = Field(
+            None, description="Its width as a fraction of the output's width (aspect kept); default its own size, "
+                              "never larger than the output.")
+        margin: Annotated[int, Field(ge=0, le=limits.max_output_dimension)] = Field(
+            0, description="Pixels in from the edges it is placed against.")
+
     class Variant(BaseModel):
         """One named output made from the same upload."""
 
         model_config = ConfigDict(extra="forbid", frozen=True, title="Variant")
-        name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$", description="Unique name of this output.")]
+        name: Annotated[str, Field(pattern=NAME_PATTERN, description="Unique name of this output.")]
         width: dim | None = None
         height: dim | None = None
         fit: Fit | None = None
@@ -86,6 +76,7 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
         enlarge: bool | None = None
         format: Format | None = None
         quality: Annotated[int, Field(ge=1, le=100)] | None = None
+        watermark: Watermark | None = None
 
     class ResizeOptions(BaseModel):
         """Options of a resize job; all optional. Top-level values are the defaults of every variant."""
@@ -94,13 +85,17 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
         width: dim | None = Field(None, description="Output width; default 100 when width and height are absent.")
         height: dim | None = Field(None, description="Output height; default 100 when width and height are absent.")
         fit: Fit | None = Field(None, description="fill when no size is given, else contain.")
-        gravity: Gravity | None = Field(None, description="Which part 'cover' keeps; default center.")
+        gravity: Gravity | None = Field(None, description="Which part 'cover' keeps ('smart': the most interesting "
+                                                          "part) and where 'pad' puts the image; default center.")
         enlarge: bool | None = Field(None, description="Allow output larger than input; default true only with no size.")
         format: Format | None = Field(None, description="Output format; default jpeg.")
         quality: Annotated[int, Field(ge=1, le=100)] | None = Field(None, description="Encoder quality.")
         background: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] | None = Field(
             None, description="#rrggbb fill for 'pad' and for alpha flattened into JPEG; default #ffffff."
         )
+        watermark: Watermark | None = Field(
+            None, description="Overlay drawn on every output (a variant may set its own); JSON text in forms and "
+                              "query strings.")
         variants: Annotated[list[Variant], Field(min_length=1, max_length=limits.max_variants)] | None = Field(
             None, description="Several named outputs from one upload."
         )
@@ -129,11 +124,12 @@ def models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseM
 def parse_options(raw: dict[str, Any], limits: Limits) -> JobSpec:
     """Validate client options (JSON values, or strings from a form/query) into a JobSpec."""
     raw = dict(raw)
-    if isinstance(raw.get("variants"), str):
-        try:
-            raw["variants"] = json.loads(raw["variants"])
-        except ValueError:
-            raise InvalidParameter("Invalid parameter 'variants': it must be a JSON list of objects.") from None
+    for field in JSON_FIELDS:
+        if isinstance(raw.get(field), str):
+            try:
+                raw[field] = json.loads(raw[field])
+            except ValueError:
+                raise InvalidParameter(f"Invalid parameter '{field}': it must be JSON text.") from None
     _, options_model, _ = models(limits)
     try:
         options = options_model.model_validate(raw)
@@ -169,7 +165,7 @@ def _resolve(options: BaseModel) -> JobSpec:
         sized = width is not None or height is not None
         if not sized:
             width = height = DEFAULT_SIZE
-        fit, enlarge = pick("fit"), pick("enlarge")
+        fit, enlarge, watermark = pick("fit"), pick("enlarge"), pick("watermark")
         outputs.append(
             OutputSpec(
                 name=variant.name if variant is not None else DEFAULT_NAME,
@@ -181,6 +177,7 @@ def _resolve(options: BaseModel) -> JobSpec:
                 format=pick("format") or "jpeg",
                 quality=pick("quality"),
                 background=background,
+                watermark=WatermarkSpec(**watermark.model_dump()) if watermark is not None else None,
             )
         )
     return JobSpec(tuple(outputs), options.callback_url)

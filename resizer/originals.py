@@ -1,5 +1,12 @@
 """Where an upload waits for its job, with what it takes to run the job again.
 
+Small uploads ride in Redis when Redis keeps what it acknowledges (see
+``durability``): ``resizer:original:<token>``, written in the same transaction
+as the job, within a budget of bytes in flight (``REDIS_ORIGINALS_BUDGET``) so
+a backlog cannot exhaust Redis; past the budget, or on a Redis that could lose
+an acknowledged write, uploads go to storage.  Either way a 202 means the job
+and its image are durable together.
+
 The original is stored under ``originals/<token>`` as a small envelope: one
 line of magic, one line of JSON with the job's arguments (owner, options,
 request id, content type), then the image bytes.  That makes acceptance durable
@@ -19,9 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from .storage import Storage, original_key
 
 PREFIX = "originals/"
+REDIS_PREFIX = "resizer:original:"
+REDIS_BYTES = "resizer:originals:bytes"  # bytes of originals in Redis now (the budget's meter)
+REDIS_TTL = 7 * 86_400  # a key outlives any job that could still need it; the meter is corrected by reconcile
 MAGIC = b"resizer-job/1\n"
 MAX_HEADER = 16 * 1024  # options are bounded (variants, fields) far below this
 
@@ -37,28 +49,89 @@ class Waiting:
     content_type: str
 
 
-def stash(storage: Storage, token: str, data: bytes, content_type: str, tenant: str, spec: dict[str, Any],
-          request_id: str | None) -> None:
+def envelope(data: bytes, content_type: str, tenant: str, spec: dict[str, Any], request_id: str | None) -> bytes:
     header = json.dumps({"tenant": tenant, "spec": spec, "request_id": request_id, "content_type": content_type},
                         separators=(",", ":")).encode()
     if len(MAGIC) + len(header) + 1 > MAX_HEADER:
         raise ValueError(f"job arguments too large for the original's envelope ({len(header)} bytes)")
-    storage.put(original_key(token), b"".join((MAGIC, header, b"\n", data)), "application/octet-stream")
+    return b"".join((MAGIC, header, b"\n", data))
 
 
-def fetch(storage: Storage, token: str) -> bytes | None:
-    """The image bytes of the original (None: not in storage)."""
-    raw = storage.get(original_key(token))
+def stash(storage: Storage, token: str, data: bytes, content_type: str, tenant: str, spec: dict[str, Any],
+          request_id: str | None) -> None:
+    storage.put(original_key(token), envelope(data, content_type, tenant, spec, request_id),
+                "application/octet-stream")
+
+
+def reserve(connection: redis.Redis, size: int, budget: int) -> bool:
+    """Take ``size`` bytes of the Redis budget; False (and nothing taken) if it would go over."""
+    if connection.incrby(REDIS_BYTES, size) <= budget:
+        return True
+    connection.decrby(REDIS_BYTES, size)
+    return False
+
+
+def stash_in_redis(pipe, token: str, packed: bytes) -> None:
+    """Queue the original's write on ``pipe`` (the transaction that also queues the job)."""
+    pipe.set(REDIS_PREFIX + token, packed, ex=REDIS_TTL)
+
+
+def unreserve(connection: redis.Redis, size: int) -> None:
+    connection.decrby(REDIS_BYTES, size)
+
+
+def fetch(storage: Storage, token: str, connection: redis.Redis | None = None) -> tuple[bytes, str] | None:
+    """The image bytes of the original and where they were ("redis" or "storage"); None if neither has it.
+
+    With ``connection`` (the job said its original rides in Redis) Redis is asked first.
+    """
+    raw, where = None, "storage"
+    if connection is not None:
+        raw, where = connection.get(REDIS_PREFIX + token), "redis"
+    if raw is None:
+        raw, where = storage.get(original_key(token)), "storage"
     if raw is None:
         return None
     if not raw.startswith(MAGIC):
-        return raw  # stored by an older version: the bytes alone
+        return raw, where  # stored by an older version: the bytes alone
     end = raw.index(b"\n", len(MAGIC))
-    return raw[end + 1:]
+    return raw[end + 1:], where
+
+
+def release_from_redis(connection: redis.Redis, token: str) -> bool:
+    """Delete the original from Redis, giving its bytes back to the budget; False if it was not there."""
+    key = REDIS_PREFIX + token
+    size = connection.strlen(key)
+    if not size:
+        return False
+    with connection.pipeline() as pipe:  # MULTI: the meter and the key move together
+        pipe.delete(key)
+        pipe.decrby(REDIS_BYTES, size)
+        deleted, _ = pipe.execute()
+    if not deleted:  # released by someone else between the two calls: give the bytes back once only
+        connection.incrby(REDIS_BYTES, size)
+    return bool(deleted)
+
+
+def correct_meter(connection: redis.Redis) -> int | None:
+    """Set the budget's meter to what the keys really hold (drift: keys that expired unreleased).
+
+    Skipped (None) if the meter moved while the keys were counted: the next pass tries again.
+    """
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(REDIS_BYTES)
+            total = sum(pipe.strlen(key) for key in pipe.scan_iter(REDIS_PREFIX + "*", count=500))
+            pipe.multi()
+            pipe.set(REDIS_BYTES, total)
+            pipe.execute()
+        except redis.exceptions.WatchError:
+            return None
+    return total
 
 
 def waiting(storage: Storage, token: str) -> Waiting | None:
-    """The job an original waits for (None: no original, or not an envelope of ours)."""
+    """The job an original in storage waits for (None: no original, or not an envelope of ours)."""
     head = storage.get_head_bytes(original_key(token), MAX_HEADER)
     if head is None or not head.startswith(MAGIC):
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rq import Callback, Queue, Retry
+from rq.job import Dependency
 
 from settings import Settings
 
@@ -27,12 +28,16 @@ def retry_policy(settings: Settings) -> Retry | None:
 
 
 def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, spec: dict[str, Any],
-                   request_id: str | None, *, unique: bool = False) -> None:
+                   request_id: str | None, *, unique: bool = False, pipeline=None, original: str = "storage",
+                   follows: str | None = None) -> None:
     """Queue the job for ``token`` (also its job id): arguments are small, never image bytes.
 
     ``unique``: raise ``rq.exceptions.DuplicateJobError`` if the job exists already.
     """
     outputs = len(spec["outputs"])
+    meta = {"tenant": tenant, "request_id": request_id, "original": original}  # original: where the image waits
+    if follows:  # identical work is under way: wait for it (even if it fails) and reuse its outputs
+        meta["follows"] = follows
     queue.enqueue(
         TASK,
         token,
@@ -46,7 +51,9 @@ def enqueue_resize(queue: Queue, settings: Settings, token: str, tenant: str, sp
         ttl=None,
         retry=retry_policy(settings),
         on_failure=Callback(ON_FAILURE),
-        meta={"tenant": tenant, "request_id": request_id},
+        meta=meta,
+        depends_on=Dependency(jobs=[follows], allow_failure=True) if follows else None,
         description=f"resize {token} ({outputs} output{'s' if outputs > 1 else ''})",
         unique=unique,  # the reconciler must never duplicate a job that exists
+        pipeline=pipeline,  # the API queues the job in the transaction that stores a small original
     )

@@ -36,6 +36,7 @@ def reconcile(connection: redis.Redis, storage: Storage, settings: Settings, *, 
     """Queue again every lost job; the tokens queued.  Without ``force``, at most once an interval."""
     if not force and not connection.set(LOCK, "1", nx=True, ex=settings.reconcile_interval):
         return []  # another worker looked recently
+    originals.correct_meter(connection)
     queue = Queue(settings.queue_name, connection=connection)
     cutoff = utcnow() - timedelta(seconds=settings.reconcile_grace)
     candidates = [token for token, stored in originals.listed(storage) if stored <= cutoff]

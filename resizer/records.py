@@ -45,11 +45,15 @@ STATUS = {
 
 
 def publish(connection: redis.Redis, token: str, tenant: str, record: dict[str, Any], ttl: int) -> None:
-    """Record a finished job's outcome and wake whoever waits for it (one round trip)."""
-    with connection.pipeline() as pipe:
-        pipe.set(RESULT_PREFIX + token, json.dumps({**record, "tenant": tenant}), ex=ttl)
-        pipe.rpush(DONE_PREFIX + token, 1)
-        pipe.expire(DONE_PREFIX + token, 60)
+    """Record a finished job's outcome and wake whoever waits for it.
+
+    ``connection`` may be a pipeline (the caller executes it); else one round trip.
+    """
+    pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline()
+    pipe.set(RESULT_PREFIX + token, json.dumps({**record, "tenant": tenant}), ex=ttl)
+    pipe.rpush(DONE_PREFIX + token, 1)
+    pipe.expire(DONE_PREFIX + token, 60)
+    if pipe is not connection:
         pipe.execute()
 
 

@@ -23,7 +23,7 @@ from settings import TENANT_PATTERN, Settings
 
 from .errors import Unauthorized
 
-PROTECTED_PREFIX = "/api/v1/resize"
+PROTECTED_PREFIX = ("/api/v1/resize", "/api/v1/watermarks")  # what API keys (and rate limits) guard
 
 
 def hash_key(key: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -23,7 +24,7 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
-from . import endings, originals, records
+from . import endings, originals, records, reuse, watermarks
 from .clock import isoformat, utcnow
 from .errors import CorruptImage, InternalError, ProcessingTimeout, ResizerError, WorkerLost
 from .imaging import process
@@ -96,17 +97,29 @@ def _last_attempt(job) -> bool:
 
 def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, created_at: str | None,
             request_id: str | None) -> dict[str, Any]:
+    follows = job.meta.get("follows") if job is not None else None
+    if follows:
+        earlier = records.read_result(job.connection, follows, tenant) or records.read_durable(ctx.storage, tenant,
+                                                                                                follows)
+        if earlier is not None and earlier.get("status") == "SUCCESS":
+            log.info("job %s: the same work was done by job %s; reusing its outputs", token, follows)
+            return endings.succeed(ctx, job, token, tenant, spec.callback_url,
+                                   reuse.reused(earlier, created_at, isoformat(utcnow())), {})
+        log.info("job %s: job %s did not succeed; doing the work", token, follows)
     t0 = time.perf_counter()
-    data = originals.fetch(ctx.storage, token)
-    if data is None:
+    in_redis = job is not None and job.meta.get("original") == "redis"
+    found = originals.fetch(ctx.storage, token, job.connection if in_redis else None)
+    if found is None:
         earlier = records.read_durable(ctx.storage, tenant, token)
         if earlier is not None and earlier.get("status") == "SUCCESS":
             log.info("job %s: already finished by an earlier run", token)
             return earlier
         raise CorruptImage("The uploaded image is no longer in storage; submit it again.")
+    data, where = found
     t1 = time.perf_counter()
     stats: dict[str, float] = {}
-    outputs = process(data, spec, ctx.limits, stats)
+    result = process(data, spec, ctx.limits, stats, watermarks=watermarks.fetch(ctx.storage, tenant, spec))
+    outputs = result.outputs
     t2 = time.perf_counter()
     keys = [output_key(tenant, token, out.name, out.format.ext) for out in outputs]
     # Storage round trips are most of a small job's time: outputs go up in
@@ -121,9 +134,10 @@ def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, cre
               "encode": stats.get("encode", 0.0)}
     if job is not None and job.enqueued_at and job.started_at:
         stages["queue_wait"] = max(0.0, (job.started_at - job.enqueued_at).total_seconds())
-    record = {"created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants}
+    record = {"created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants,
+              "source": asdict(result.source), "placeholder": asdict(result.placeholder), "reused": False}
     stages["upload"] = time.perf_counter() - t2
-    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages)
+    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages, where)
     log.info(
         "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
         token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3,

@@ -162,7 +162,7 @@ class Api:
         return requests.get(url, timeout=30)
 
 
-def start_stack(tmp: Path, workers: int = 2, **env) -> Stack:
+def start_stack(tmp: Path, workers: int = 2, redis_persistence: str = "everysec", **env) -> Stack:
     base_env = {
         "APP_ENV": "testing",
         "S3_BUCKET": "resizer-test",
@@ -184,6 +184,7 @@ def start_stack(tmp: Path, workers: int = 2, **env) -> Stack:
         env=base_env,
         log_dir=tmp / "logs",
         own_redis=True,
+        redis_persistence=redis_persistence,
     )
     return stack.start()
 

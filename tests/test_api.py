@@ -25,7 +25,7 @@ def test_submit_stores_the_original_and_enqueues_by_dotted_path(client, s3, fake
     token = r.get_json()["token"]
     assert uuid.UUID(token).version == 4
     assert r.headers["Location"] == f"/api/v1/resize/{token}"
-    assert originals.fetch(s3, token).startswith(b"\x89PNG")
+    assert originals.fetch(s3, token)[0].startswith(b"\x89PNG")
     assert originals.waiting(s3, token).spec["outputs"][0]["width"] == 10  # enough to queue it again
     job = Job.fetch(token, connection=fake_redis)
     assert job.func_name == "resizer.tasks.resize_job"
@@ -259,15 +259,30 @@ def test_openapi_document_describes_the_contract(client):
 
 
 def test_docs_page_loads_nothing_from_other_origins(client):
+    import re
+    from pathlib import Path
+
+    import flask_swagger_ui
+
     with client.get("/docs") as page:
-        html = page.get_data()
-        assert page.status_code == 200 and b"/static/docs.js" in html
-        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert b"https://" not in html and b"http://" not in html
-    for asset in ("/static/docs.js", "/static/style.css"):
+        html = page.get_data(as_text=True)
+        csp = page.headers["Content-Security-Policy"]
+    assert page.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in html
+    assert "script-src 'self';" in csp and "unsafe" not in csp and "default-src 'none'" in csp
+    assert "https://" not in html and "http://" not in html and "<script>" not in html  # no CDN, no inline script
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    dist = Path(flask_swagger_ui.__file__).parent / "dist"
+    for asset in assets:
         with client.get(asset) as r:
-            body = r.get_data(as_text=True)
-        assert "http://" not in body and "https://" not in body and "//cdn" not in body
+            assert r.status_code == 200, asset
+            if asset.startswith("/docs/assets/"):  # the package's bundled Swagger UI, byte for byte
+                assert r.get_data() == (dist / asset.rsplit("/", 1)[1]).read_bytes()
+            else:
+                assert "http://" not in r.get_data(as_text=True) and "https://" not in r.get_data(as_text=True)
+    # only what the page loads: not the package's own page (inline script) nor anything outside dist/
+    for path in ("/docs/assets/oauth2-redirect.html", "/docs/assets/..%2Fflask_swagger_ui.py", "/static/docs.js"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_long_polls_leave_threads_free_for_uploads(app):

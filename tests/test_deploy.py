@@ -6,8 +6,11 @@ import dataclasses
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from settings import Settings, _REQUIRED_IN_PRODUCTION
@@ -59,7 +62,7 @@ def test_commands_match_real_entry_points():
 
 def test_api_and_worker_share_one_image():
     images = {SERVICES[s]["image"] for s in APP_SERVICES}
-    assert images == {"resizer:latest"} and all(SERVICES[s]["build"] == "." for s in APP_SERVICES)
+    assert images == {"resizer:local"} and all(SERVICES[s]["build"] == "." for s in APP_SERVICES)
 
 
 def test_every_variable_compose_and_env_example_set_is_read_by_something():
@@ -137,6 +140,9 @@ def test_minio_setup_files():
     lifecycle = json.loads((ROOT / "minio" / "lifecycle.json").read_text().replace("RETENTION_DAYS", "7"))
     prefixes = {r["Filter"]["Prefix"] for r in lifecycle["Rules"] if "Expiration" in r}
     assert prefixes == {"originals/", "outputs/"}
+    # MinIO rejects a rule whose only action is AbortIncompleteMultipartUpload (minio#15681), failing
+    # the whole import, or drops that action (minio#19115); it purges stale multipart uploads itself.
+    assert all(set(r) == {"ID", "Status", "Filter", "Expiration"} for r in lifecycle["Rules"])
     assert "mc anonymous set none" in script  # private bucket
     assert SERVICES["minio-init"]["entrypoint"] == ["/bin/sh", "/setup/setup.sh"]
 
@@ -145,3 +151,180 @@ def test_env_example_has_no_real_secrets():
     for key, value in env_example().items():
         if any(word in key for word in ("SECRET", "PASSWORD")):
             assert "change-me" in value, key
+
+
+# -- images: pinned, and pullable on a fresh host ------------------------------------------------
+# Repositories deleted from their registry: a compose file that names one stops at the pull.
+GONE = {
+    "docker.io/minio/minio": "deleted from Docker Hub in Sept 2026 (quay.io/minio/minio still serves it)",
+    "docker.io/minio/mc": "deleted from Docker Hub in Sept 2026 (quay.io/minio/mc still serves it)",
+}
+# A release: at least major.minor (`7-alpine` moves across minor releases), or MinIO's RELEASE.<time>.
+RELEASE_TAG = re.compile(r"^v?\d+\.\d+|^RELEASE\.\d{4}-\d{2}-\d{2}T")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def image_problems(ref: str) -> list[str]:
+    """What stops `ref` from being pulled today as the same bytes; empty when it is pinned and served."""
+    name, _, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    repo = name[: len(name) - len(tag) - 1] if tag else name
+    first, _, rest = repo.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+    else:  # no registry named: Docker Hub
+        registry, path = "docker.io", repo
+    registry = "docker.io" if registry in ("index.docker.io", "registry-1.docker.io") else registry
+    if registry == "docker.io" and "/" not in path:
+        path = "library/" + path
+    problems = []
+    if f"{registry}/{path}" in GONE:
+        problems.append(f"{ref}: {registry}/{path} was {GONE[f'{registry}/{path}']}")
+    if tag == "latest":
+        problems.append(f"{ref}: `latest` is not a release")
+    if digest:
+        if not DIGEST.match(digest):
+            problems.append(f"{ref}: malformed digest")
+    elif not tag:
+        problems.append(f"{ref}: no tag (means `latest`)")
+    elif tag != "latest" and not RELEASE_TAG.match(tag):
+        problems.append(f"{ref}: tag {tag!r} names no release (major.minor at least)")
+    return problems
+
+
+def dockerfile_images() -> list[str]:
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)", DOCKERFILE, re.M | re.I))
+    return [image for image in re.findall(r"^FROM (\S+)", DOCKERFILE, re.M) if image not in stages]
+
+
+def test_every_pulled_image_is_pinned_to_a_release_from_a_live_repository():
+    pulled = {name: s["image"] for name, s in SERVICES.items() if "build" not in s}
+    assert set(pulled) == {"redis", "minio", "minio-init", "certs", "nginx"}
+    problems = [p for image in [*pulled.values(), *dockerfile_images()] for p in image_problems(image)]
+    assert not problems, "\n".join(problems)
+    assert dockerfile_images() == ["python:3.11.17-slim-trixie"] * 2  # both stages on one base
+    # MinIO is archived: only a digest guarantees the bytes that were checked (docs/operations.md)
+    for name in ("minio", "minio-init"):
+        assert "@sha256:" in SERVICES[name]["image"]
+
+
+def test_the_built_image_is_never_pulled():
+    # Without pull_policy, compose tries to pull `image` before building it.
+    for name in APP_SERVICES:
+        assert SERVICES[name].get("pull_policy") == "build", name
+
+
+@pytest.mark.parametrize("ref, expected", [
+    # what the compose file had before: each of these stopped or could stop `docker compose up`
+    ("minio/minio:latest", ["deleted from Docker Hub", "`latest`"]),
+    ("minio/mc:latest", ["deleted from Docker Hub", "`latest`"]),
+    ("redis:7-alpine", ["names no release"]),
+    ("resizer:latest", ["`latest`"]),
+    # the same repositories, spelled out
+    ("docker.io/minio/mc:RELEASE.2025-08-13T08-35-41Z", ["deleted from Docker Hub"]),
+    ("index.docker.io/minio/minio@sha256:" + "a" * 64, ["deleted from Docker Hub"]),
+    ("minio/minio", ["deleted from Docker Hub", "no tag"]),
+    ("python", ["no tag"]),
+    ("nginx@sha256:1234", ["malformed digest"]),
+    # pinned and served
+    ("quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z", []),
+    ("localhost:5000/minio/minio:RELEASE.2025-09-07T16-13-09Z", []),
+    ("nginx:1.30.5-alpine", []),
+    ("bitnamisecure/minio@sha256:" + "b" * 64, []),
+])
+def test_image_check_names_what_is_wrong(ref, expected):
+    problems = image_problems(ref)
+    assert len(problems) == len(expected), problems
+    for problem, words in zip(problems, expected):
+        assert words in problem, problems
+
+
+def test_dockerfile_syntax_directive_is_on_the_first_line():
+    # BuildKit reads parser directives only before the first comment or instruction.
+    lines = DOCKERFILE.splitlines()
+    assert lines[0] == "# syntax=docker/dockerfile:1"
+    assert not any(line.startswith("# syntax=") for line in lines[1:])
+
+
+# -- the one-shot MinIO set-up, run against a recording stand-in for mc ----------------------------
+# The mc image (ubi-micro) has a shell and mc but no sed, grep, awk or jq: the script runs here with
+# only the stand-in on PATH, so any other command fails as it would there.
+MC_STUB = """#!/bin/sh
+PATH=/usr/bin:/bin
+printf '%s\\n' "$*" >> "$MC_DIR/calls"
+case "$*" in
+  "ilm rule import "*) cat > "$MC_DIR/lifecycle.json" ;;
+  "admin policy create "*) cp "$6" "$MC_DIR/policy.json" ;;
+  "admin policy attach "*)
+    if [ -n "${MC_ATTACH_ERROR:-}" ]; then echo "$MC_ATTACH_ERROR" >&2; exit 1; fi
+    if [ -e "$MC_DIR/attached" ]; then
+      echo "mc: <ERROR> Unable to make user/group policy association." \\
+           "The specified policy change is already in effect. (Specified policy update has no net effect)." >&2
+      exit 1
+    fi
+    : > "$MC_DIR/attached" ;;
+esac
+"""
+SHELLS = [s for s in ("/bin/sh", "/bin/bash") if Path(s).exists()]  # dash here; the mc image's sh is bash
+
+
+def run_setup(tmp_path: Path, shell: str, **extra: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "mc").write_text(MC_STUB)
+    (bin_dir / "mc").chmod(0o755)
+    env = {"PATH": str(bin_dir), "MC_DIR": str(tmp_path), "TMPDIR": str(tmp_path), "MINIO_ROOT_USER": "root",
+           "MINIO_ROOT_PASSWORD": "root-password", "S3_BUCKET": "pics", "S3_ACCESS_KEY_ID": "svc",
+           "S3_SECRET_ACCESS_KEY": "svc-secret", "RESULT_RETENTION_DAYS": "9", **extra}
+    return subprocess.run([shell, str(ROOT / "minio" / "setup.sh")], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_minio_setup_runs_with_mc_alone_and_can_run_again(tmp_path, shell):
+    first = run_setup(tmp_path, shell)
+    assert first.returncode == 0, first.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    # The commands and flags of mc RELEASE.2025-08-13 (checked against its documentation).
+    assert calls == [
+        "alias set local http://minio:9000 root root-password",
+        "mb --ignore-existing local/pics",
+        "anonymous set none local/pics",
+        "ilm rule import local/pics",
+        f"admin policy create local resizer-service {tmp_path}/resizer-policy.json",
+        "admin user add local svc svc-secret",
+        "admin policy attach local resizer-service --user svc",
+    ]
+    lifecycle = json.loads((tmp_path / "lifecycle.json").read_text())
+    assert {(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in lifecycle["Rules"]} == {("originals/", 1),
+                                                                                              ("outputs/", 9)}
+    policy = json.loads((tmp_path / "policy.json").read_text())
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::pics", "arn:aws:s3:::pics/*"}
+
+    again = run_setup(tmp_path, shell)  # the policy is attached already: mc says so, the set-up goes on
+    assert again.returncode == 0, again.stderr
+    assert "minio-init: bucket pics ready" in again.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_minio_setup_stops_on_a_real_failure(tmp_path, shell):
+    failed = run_setup(tmp_path, shell, MC_ATTACH_ERROR="mc: <ERROR> The specified user does not exist.")
+    assert failed.returncode != 0 and "does not exist" in failed.stderr
+    assert "ready" not in failed.stdout
+
+
+def test_external_s3_override_drops_the_bundled_minio():
+    class Loader(yaml.SafeLoader):  # compose's merge tags
+        pass
+
+    Loader.add_constructor("!override", lambda loader, node: {"!override": loader.construct_mapping(node, deep=True)})
+    override = yaml.load((ROOT / "deploy" / "external-s3.yml").read_text(), Loader=Loader)["services"]
+    assert set(override) == {*APP_SERVICES, "minio", "minio-init"}
+    for name in APP_SERVICES:
+        assert override[name]["depends_on"] == {"!override": {"redis": {"condition": "service_healthy"}}}
+        env = override[name]["environment"]
+        assert set(env) <= SETTINGS_VARS and env["S3_ENDPOINT_URL"].startswith("${S3_ENDPOINT_URL:?")
+    assert override["minio"]["profiles"] == override["minio-init"]["profiles"] == ["bundled-s3"]
+    assert "deploy/external-s3.yml" in (ROOT / "docs" / "operations.md").read_text()

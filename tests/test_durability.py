@@ -37,11 +37,19 @@ def image() -> bytes:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    stack = start_stack(tmp_path, workers=1, RECONCILE_INTERVAL=1, RECONCILE_GRACE=2, MAINTENANCE_INTERVAL=1)
-    stack.run_supervisor(interval=0.2)
-    yield stack
-    stack.stop()
+def make_stack(tmp_path):
+    stacks = []
+
+    def make(persistence: str):
+        stack = start_stack(tmp_path, workers=1, redis_persistence=persistence, RECONCILE_INTERVAL=1,
+                            RECONCILE_GRACE=2, MAINTENANCE_INTERVAL=1)
+        stacks.append(stack)
+        stack.run_supervisor(interval=0.2)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
 
 
 def accept_burst(api: Api, image: bytes) -> list[str]:
@@ -85,16 +93,30 @@ def wait_all_end(api: Api, tokens: list[str], stack, deadline: float = 180) -> d
     return ended
 
 
-@pytest.mark.parametrize("restart", ["from its append-only file", "empty"])
-def test_every_accepted_job_ends_when_redis_is_killed(stack, image, restart):
+CASES = {
+    # fsync before every reply: small originals ride in Redis with their job, and both survive
+    "fsync always, restarted from its AOF": ("always", True),
+    # the case: the last second of acknowledged writes may be lost; originals wait in storage
+    "fsync every second, restarted from its AOF": ("everysec", True),
+    # no persistence (or a failover to an empty replica): everything is reconciled from storage
+    "no persistence, restarted empty": ("none", False),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_accepted_job_ends_when_redis_is_killed(make_stack, image, case):
+    persistence, keep_data = CASES[case]
+    stack = make_stack(persistence)
     api = Api(f"http://127.0.0.1:{stack.port}", stack)
     settings = Settings.from_env(stack.env)
     redis = make_redis(settings)
     tokens = accept_burst(api, image)
     waiting = Queue(settings.queue_name, connection=redis).job_ids
     assert len(waiting) >= BURST // 2, "the burst must still be queued when Redis dies"
-    kill_redis(stack, keep_data=restart != "empty")
-    if restart == "empty":
+    where = "redis" if redis.exists(f"resizer:original:{tokens[-1]}") else "storage"
+    assert where == ("redis" if persistence == "always" else "storage"), where
+    kill_redis(stack, keep_data=keep_data)
+    if not keep_data:
         assert not any(redis.exists(f"rq:job:{t}") for t in waiting), "Redis came back with the jobs"
     ended = wait_all_end(api, tokens, stack)
     assert set(ended.values()) == {"SUCCESS"}, ended

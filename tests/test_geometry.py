@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resizer.imaging.geometry import plan
-from resizer.options import FITS, GRAVITIES, OutputSpec
+from resizer.imaging.geometry import move_crop, place, plan
+from resizer.imaging.spec import FITS, GRAVITIES, OutputSpec
 
 MAX = 8192
 
@@ -99,3 +99,22 @@ def test_geometry_properties(src_w, src_h, width, height, fit, enlarge, gravity)
                 assert (cw, ch) == (src_w, src_h)
         elif asked * other / src <= MAX:  # the free side fits: no shrink to the limit
             assert got == asked
+
+
+# -- placing (pad, watermarks) and moving a crop (smart) --------------------------------------------------
+def test_place_puts_a_box_by_gravity_margin_pixels_in():
+    assert place((20, 10), (200, 100), "south_east", 5) == (175, 85)
+    assert place((20, 10), (200, 100), "north_west", 5) == (5, 5)
+    assert place((20, 10), (200, 100), "center") == (90, 45)
+    assert place((20, 10), (200, 100), "smart") == (90, 45)  # smart places like the centre
+
+
+@given(sizes, sizes, st.integers(min_value=1, max_value=2000), st.floats(-1e5, 1e5), st.floats(-1e5, 1e5))
+@settings(max_examples=300)
+def test_a_moved_crop_keeps_its_size_and_stays_inside_the_source(src_w, src_h, box, x0, y0):
+    p = plan((src_w, src_h), spec(box, box, "cover", True, "smart"), MAX)
+    moved = move_crop(p, x0, y0)
+    (a0, b0, a1, b1), (c0, d0, c1, d1) = p.crop, moved.crop
+    assert abs((c1 - c0) - (a1 - a0)) < 1e-6 and abs((d1 - d0) - (b1 - b0)) < 1e-6
+    assert -1e-6 <= c0 and c1 <= src_w + 1e-6 and -1e-6 <= d0 and d1 <= src_h + 1e-6
+    assert moved.content == p.content and moved.canvas == p.canvas

@@ -11,7 +11,7 @@ from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from bench.images import jpeg as photo_jpeg
 from resizer.errors import CorruptImage, ImageTooLarge, MissingImage, UnsupportedImageFormat
-from resizer.imaging import ImageLimits, process, steps
+from resizer.imaging import ImageLimits, process, shrink, steps
 from resizer.imaging.formats import open_image
 from resizer.options import Limits, parse_options
 from tests.conftest import BAD, CORPUS, image_bytes
@@ -21,7 +21,7 @@ LIMITS = ImageLimits()
 
 
 def run(data: bytes, limits: ImageLimits = LIMITS, **options):
-    return process(data, parse_options(options, Limits()), limits)
+    return process(data, parse_options(options, Limits()), limits).outputs
 
 
 def decode(out) -> Image.Image:
@@ -325,7 +325,7 @@ def test_downscale_quality_matches_a_reference_resample(width):
 ])
 def test_shrink_on_load_decodes_the_smallest_scale_that_keeps_the_detail(source, width, decoded):
     data = photo_jpeg(*source)
-    image = steps.shrink_on_load(Image.open(io.BytesIO(data)), width / source[0])
+    image = shrink.shrink_on_load(Image.open(io.BytesIO(data)), width / source[0])
     image.load()
     assert image.size == decoded and decoded[0] >= width
     # the decoder really produced that size: the pixels line up with a full decode scaled down
@@ -375,3 +375,86 @@ def test_pixel_limit_is_checked_from_the_header():
     data = image_bytes((200, 200), fmt="PNG")
     with pytest.raises(ImageTooLarge, match=r"200x200 \(40,000 pixels\); the limit is 10,000"):
         open_image(data, max_pixels=10_000)
+
+
+# -- animation and orientation: frames go through the same steps as a still image ----------------------------
+def _animation_with_orientation(fmt: str, orientation: int) -> bytes:
+    """Three 60x40 upright frames, stored as a camera would for ``orientation``.
+
+    A red marker covers the top left, half the width and a quarter of the
+    height: not the frame's aspect ratio, so a squeezed frame shows too.
+    """
+    frames = []
+    for shade in (40, 120, 200):
+        upright = Image.new("RGB", (60, 40), (0, shade, 255 - shade))
+        upright.paste((255, 0, 0), (0, 0, 30, 10))
+        for op in _STORED[orientation]:
+            upright = upright.transpose(op)
+        frames.append(upright)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0, exif=exif.tobytes(),
+                   **extra)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])  # animated WebP and APNG carry EXIF; GIF has no EXIF block
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_frame_of_an_animation_is_oriented(fmt, orientation):
+    data = _animation_with_orientation(fmt, orientation)
+    opened, info = open_image(data, 10**6)
+    assert info.animated and info.orientation == orientation  # the test file says what it should
+    (out,) = run(data, width=30, format="webp")
+    result = decode(out)
+    assert result.n_frames == 3 and result.size == (30, 20), "planned from the upright size, frames must match"
+    for index in range(3):
+        result.seek(index)
+        frame = result.convert("RGB")
+        for inside in ((2, 2), (12, 2)):  # the marker is 15x5 here
+            red = frame.getpixel(inside)
+            assert red[0] > 180 and red[1] < 80 and red[2] < 80, f"frame {index}: no marker at {inside}"
+        for outside in ((2, 8), (26, 2), (2, 16), (26, 16)):
+            assert frame.getpixel(outside)[0] < 100, f"frame {index}: red at {outside}"
+
+
+# -- the 3/8 decode is checked once, and its failure costs speed, not correctness --------------------------
+@pytest.fixture
+def fresh_check():
+    shrink.three_eighths_works.cache_clear()
+    yield
+    shrink.three_eighths_works.cache_clear()
+
+
+def test_the_three_eighths_decode_passes_its_check_here(fresh_check):
+    assert shrink.three_eighths_works()
+
+
+def _wrong_scale(image):
+    """What a Pillow that read decoderconfig differently could do: the 3/8 size, decoded at 1/2."""
+    assert _real_three_eighths(image)
+    image.decoderconfig = (2, 0)
+    return True
+
+
+def _internals_gone(image):
+    raise AttributeError("module 'PIL.ImageFile' has no attribute '_Tile'")
+
+
+_real_three_eighths = shrink._decode_at_three_eighths
+
+
+@pytest.mark.parametrize("broken", [_wrong_scale, _internals_gone])
+def test_a_failed_three_eighths_check_falls_back_to_draft(broken, fresh_check, monkeypatch, caplog):
+    monkeypatch.setattr(shrink, "_decode_at_three_eighths", broken)
+    assert not shrink.three_eighths_works()
+    assert "falling back to draft()" in caplog.text
+    data = photo_jpeg(3000, 2000)
+    image = shrink.shrink_on_load(Image.open(io.BytesIO(data)), 1000 / 3000)  # would be 3/8
+    image.load()
+    assert image.size == (1500, 1000)  # draft()'s 1/2 instead
+    reference = Image.open(io.BytesIO(data)).resize(image.size, Image.Resampling.LANCZOS)
+    assert psnr(image, reference) > 35
+    (out,) = run(data, width=1000, format="png")
+    assert psnr(decode(out), Image.open(io.BytesIO(data)).resize((1000, 667), Image.Resampling.LANCZOS)) > 40

@@ -1,6 +1,7 @@
 import pytest
 
 from resizer.errors import InvalidParameter
+from resizer.imaging.spec import WatermarkSpec
 from resizer.options import JobSpec, Limits, parse_options
 
 LIMITS = Limits(max_output_dimension=8192, max_variants=10)
@@ -82,3 +83,68 @@ def test_limits_are_configurable():
         parse_options({"width": 101}, Limits(max_output_dimension=100, max_variants=2))
     with pytest.raises(InvalidParameter, match="variants"):
         parse_options({"variants": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, Limits(100, 2))
+
+
+def test_each_option_list_has_one_source():
+    """The request models (hence the OpenAPI document) and the CLI take their choices from the kernel's lists."""
+    from resizer.cli import build_parser
+    from resizer.imaging import spec as kernel
+    from resizer.openapi import build
+
+    props = build(LIMITS)["components"]["schemas"]["ResizeOptions"]["properties"]
+    submit = build_parser()._subparsers._group_actions[0].choices["submit"]
+    cli = {a.dest: a.choices for a in submit._actions}
+    for field, values in (("fit", kernel.FITS), ("gravity", kernel.GRAVITIES), ("format", kernel.FORMATS)):
+        enum = next(a["enum"] for a in props[field]["anyOf"] if "enum" in a)
+        assert tuple(enum) == values, field
+        assert tuple(cli[field]) == values, field
+
+
+# -- watermark (v1.1) ---------------------------------------------------------------------------------
+def test_a_watermark_gets_its_defaults_and_variants_inherit_or_replace_it():
+    spec = parse_options({"watermark": {"image": "logo"},
+                          "variants": [{"name": "a"}, {"name": "b", "watermark": {"image": "other", "gravity": "north",
+                                                                                  "opacity": 1, "scale": 0.2,
+                                                                                  "margin": 16}}]}, LIMITS)
+    a, b = spec.outputs
+    assert a.watermark == WatermarkSpec("logo", "south_east", 0.5, None, 0)
+    assert b.watermark == WatermarkSpec("other", "north", 1.0, 0.2, 16)
+    assert spec.watermark_names() == {"logo", "other"}
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_watermark_may_come_as_json_text_from_a_form_or_query():
+    spec = parse_options({"watermark": '{"image": "logo", "opacity": "0.25"}'}, LIMITS)
+    assert spec.outputs[0].watermark.opacity == 0.25
+
+
+def test_no_watermark_by_default_and_old_queued_specs_still_load():
+    spec = parse_options({}, LIMITS)
+    assert spec.outputs[0].watermark is None and spec.watermark_names() == set()
+    old = spec.to_dict()
+    del old["outputs"][0]["watermark"]  # a job queued by the previous release
+    assert JobSpec.from_dict(old) == spec
+
+
+@pytest.mark.parametrize("mark, field", [
+    ({"opacity": 0.5}, "watermark.image"),
+    ({"image": "Bad Name"}, "watermark.image"),
+    ({"image": "a", "gravity": "smart"}, "watermark.gravity"),
+    ({"image": "a", "opacity": 1.5}, "watermark.opacity"),
+    ({"image": "a", "opacity": -0.1}, "watermark.opacity"),
+    ({"image": "a", "scale": 0}, "watermark.scale"),
+    ({"image": "a", "scale": 1.5}, "watermark.scale"),
+    ({"image": "a", "margin": -1}, "watermark.margin"),
+    ({"image": "a", "colour": "red"}, "watermark.colour"),
+    ("not json", "watermark"),
+])
+def test_invalid_watermarks_name_the_field(mark, field):
+    with pytest.raises(InvalidParameter) as err:
+        parse_options({"watermark": mark}, LIMITS)
+    assert field in err.value.message
+
+
+def test_smart_gravity_is_accepted_for_the_job_and_variants():
+    spec = parse_options({"gravity": "smart", "fit": "cover", "width": 10, "height": 10,
+                          "variants": [{"name": "a"}, {"name": "b", "gravity": "smart", "fit": "pad"}]}, LIMITS)
+    assert [o.gravity for o in spec.outputs] == ["smart", "smart"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from resizer.security import hash_key
 from tests.conftest import CORPUS, start_stack
@@ -81,4 +84,51 @@ def test_upload_page_shows_api_errors(keyed_stack, browser):
     page.click("#submit")
     expect(page.locator("#status")).to_contain_text("unauthorized", timeout=15_000)
     assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.close()
+
+
+def test_docs_page_is_swagger_ui_and_try_it_out_calls_the_api(keyed_stack, browser):
+    """/docs renders every operation of /api/v1/openapi.json, and "Try it out" runs a real
+    request (with the key given to "Authorize"): an unknown token answers the contract's JSON 404."""
+    from playwright.sync_api import expect
+
+    base = f"http://127.0.0.1:{keyed_stack.port}"
+    paths = requests.get(f"{base}/api/v1/openapi.json", timeout=5).json()["paths"]
+    operations = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    page = browser.new_page()
+    errors: list[str] = []
+    # A failed load is reported below, by URL (the tried request's 404 is one).
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    failed: list[str] = []  # every response of 400 or more (the page's own assets must all load)
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    # Recorded by the browser itself, whatever the console says; an init script is not subject to the CSP.
+    page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation',"
+                         " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+    page.goto(f"{base}/docs")
+    for operation_id in operations:  # untagged operations are grouped under "default"
+        expect(page.locator(f"#operations-default-{operation_id}")).to_be_visible(timeout=15_000)
+
+    page.click("button.authorize")
+    page.fill(".auth-container input", KEY)
+    page.click(".auth-btn-wrapper button.authorize")
+    page.click(".auth-btn-wrapper button.btn-done")
+
+    token = str(uuid.uuid4())
+    op = page.locator("#operations-default-getResizeStatus")
+    op.locator(".opblock-summary").click()
+    op.locator("button.try-out__btn").click()
+    op.locator("tr[data-param-name='token'] input").fill(token)
+    op.locator("button.execute").click()
+    live = op.locator(".live-responses-table")
+    expect(live.locator("tbody .response-col_status")).to_have_text("404", timeout=15_000)
+    body = live.locator("tbody .response-col_description pre.microlight").first.text_content()
+    assert json.loads(body)["error"]["code"] == "not_found", body
+    assert f"/api/v1/resize/{token}" in op.locator(".request-url pre").text_content()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "docs-page.png"), full_page=True)
+    assert page.evaluate("() => window.__csp") == []
+    assert not errors, errors  # no CSP report, no script error
+    assert failed == [f"{base}/api/v1/resize/{token}"]  # the tried request, nothing else
     page.close()

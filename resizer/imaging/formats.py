@@ -9,17 +9,15 @@ same rules.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import struct
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pillow_heif
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import CorruptImage, ImageTooLarge, MissingImage, UnsupportedImageFormat
+from .decode import DECODE_ERRORS, pillow_errors
 
 # Pillow format name -> magic-byte test.  This is the allowlist: only these
 # plugins are ever asked to parse client bytes.
@@ -38,13 +36,6 @@ _MAGIC = {
 INPUT_FORMATS = tuple(_MAGIC)
 # HEIC/HEIF decoding comes from pillow-heif (libheif), the maintained Pillow plugin for it.
 pillow_heif.register_heif_opener()
-
-# What Pillow's decoders raise on garbage (found by fuzzing: the AVIF plugin
-# raises RuntimeError, the GIF reader IndexError, others struct.error...).
-# Only ever caught around calls into Pillow, so our own bugs are not hidden.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, RuntimeError,
-                 ArithmeticError, struct.error, MemoryError)
-
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -108,38 +99,22 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
     # only ever raised to our limit, never lowered, as it is process-wide.
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with quiet_pillow():
-            image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise CorruptImage(f"The {kind} header declares a {width}x{height} image.")
-            if width * height > max_pixels:
-                raise ImageTooLarge(_too_large(width, height, max_pixels))
-            info = ImageInfo(
-                format=kind,
-                width=width,
-                height=height,
-                orientation=_orientation(image),
-                has_alpha=image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info,
-                animated=bool(getattr(image, "is_animated", False)),
-            )
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(f"The image declares more pixels than the limit of {max_pixels:,}.") from None
-    except UnidentifiedImageError:
-        raise CorruptImage(f"The data starts like a {kind} file but is not a valid one.") from None
-    except DECODE_ERRORS as exc:
-        raise CorruptImage(f"The {kind} data is corrupt or truncated ({_short(exc)}).") from None
+    with pillow_errors(f"The {kind} data"):
+        image = Image.open(io.BytesIO(data), formats=[kind])
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise CorruptImage(f"The {kind} header declares a {width}x{height} image.")
+        if width * height > max_pixels:
+            raise ImageTooLarge(_too_large(width, height, max_pixels))
+        info = ImageInfo(
+            format=kind,
+            width=width,
+            height=height,
+            orientation=_orientation(image, data),
+            has_alpha=image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info,
+            animated=bool(getattr(image, "is_animated", False)),
+        )
     return image, info
-
-
-@contextlib.contextmanager
-def quiet_pillow() -> Iterator[None]:
-    """Pillow's warnings about odd files are noise here, except the bomb warning, which is an error."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
 
 
 def choose_format(requested: str, info: ImageInfo) -> "OutputFormat":
@@ -154,18 +129,32 @@ def choose_format(requested: str, info: ImageInfo) -> "OutputFormat":
     return OUTPUT_FORMATS[kept]
 
 
-def _orientation(image: Image.Image) -> int:
+def _orientation(image: Image.Image, data: bytes) -> int:
+    """EXIF orientation 1..8, read without decoding any pixels."""
+    if image.format == "PNG" and "exif" not in image.info:
+        # Pillow's PNG getexif() loads the whole image to reach an eXIf chunk
+        # after the pixel data: a decode here, where its errors would be
+        # mistaken for EXIF trouble.  Find the chunk ourselves instead.
+        image.info["exif"] = _png_chunk(data, b"eXIf") or b""
     try:
         value = int(image.getexif().get(0x0112, 1))
-    except Exception:  # a broken EXIF block must not sink an otherwise good image
+    except DECODE_ERRORS:  # a broken EXIF block must not sink an otherwise good image
         return 1
     return value if 1 <= value <= 8 else 1
 
 
+def _png_chunk(data: bytes, kind: bytes) -> bytes | None:
+    """The first chunk of ``kind`` in a PNG, found by walking chunk headers (pixel data is skipped, not read)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, found = struct.unpack(">I4s", data[pos : pos + 8])
+        if found == kind:
+            return data[pos + 8 : pos + 8 + length]
+        if found == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
 def _too_large(width: int, height: int, limit: int) -> str:
     return f"The image is {width}x{height} ({width * height:,} pixels); the limit is {limit:,} pixels."
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]

@@ -7,12 +7,12 @@ load), and the rules can be checked by property tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..options import OutputSpec
+from .spec import OutputSpec
 
-# Where 'cover' keeps the image and 'pad' puts it: fraction of the slack on each axis.
-_GRAVITY = {
+# Where 'cover' keeps the image, 'pad' puts it and a watermark sits: fraction of the slack on each axis.
+_ANCHOR = {  # keys: spec.ANCHORS
     "center": (0.5, 0.5),
     "north": (0.5, 0.0),
     "south": (0.5, 1.0),
@@ -47,7 +47,8 @@ def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
     exact_w, exact_h = _box(src_w, src_h, spec.width, spec.height, max_dimension)
     box_w, box_h = _side(exact_w, max_dimension), _side(exact_h, max_dimension)
     full = (0.0, 0.0, float(src_w), float(src_h))
-    gx, gy = _GRAVITY[spec.gravity]
+    # 'smart' is planned as the centre; the pipeline moves the crop once it has seen the pixels.
+    gx, gy = anchor(spec.gravity)
 
     if spec.fit == "fill":
         size = (box_w, box_h) if spec.enlarge else (min(box_w, src_w), min(box_h, src_h))
@@ -72,6 +73,28 @@ def plan(source: tuple[int, int], spec: OutputSpec, max_dimension: int) -> Plan:
         return Plan(source, full, content, content, (0, 0))
     offset = (round((box_w - content[0]) * gx), round((box_h - content[1]) * gy))
     return Plan(source, full, content, (box_w, box_h), offset)
+
+
+def anchor(gravity: str) -> tuple[float, float]:
+    """Fraction of the slack on each axis that goes before the thing placed ('smart' plans as the centre)."""
+    return _ANCHOR["center" if gravity == "smart" else gravity]
+
+
+def place(inner: tuple[int, int], outer: tuple[int, int], gravity: str, margin: int = 0) -> tuple[int, int]:
+    """Top-left corner of a box of size ``inner`` placed by ``gravity`` in ``outer``, ``margin`` in from its edges."""
+    gx, gy = anchor(gravity)
+    x = margin + (outer[0] - inner[0] - 2 * margin) * gx
+    y = margin + (outer[1] - inner[1] - 2 * margin) * gy
+    return round(x), round(y)
+
+
+def move_crop(p: Plan, x0: float, y0: float) -> Plan:
+    """The same plan with its crop (same size) moved to start at (x0, y0), kept inside the source."""
+    cx0, cy0, cx1, cy1 = p.crop
+    width, height = cx1 - cx0, cy1 - cy0
+    x0 = min(max(0.0, x0), p.source[0] - width)
+    y0 = min(max(0.0, y0), p.source[1] - height)
+    return replace(p, crop=(x0, y0, x0 + width, y0 + height))
 
 
 def _box(src_w: int, src_h: int, width: int | None, height: int | None, max_dim: int) -> tuple[float, float]:

@@ -1,20 +1,44 @@
 """The pipeline's steps: small pure functions over Pillow images.
 
 Each step does one thing and returns its input unchanged when it has nothing
-to do.  Order matters and lives in ``pipeline.py``.
+to do.  Two kinds, each with one signature so the pipeline can hold them in a
+list: picture steps ``(image, info)`` run once on every decoded picture (a
+still image, or each frame of an animation); output steps ``(image, target)``
+run for each output.  The order lives in ``pipeline.py``.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
+from dataclasses import dataclass
 
-from PIL import Image, ImageCms, ImageFile, features
+from PIL import Image, ImageCms
 
+from .formats import ImageInfo, OutputFormat
 from .geometry import Plan
+from .spec import Rgb
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A watermark ready for one output: scaled, its alpha already multiplied by the opacity."""
+
+    image: Image.Image  # RGBA, sRGB
+    position: tuple[int, int]  # top-left corner on the output canvas
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """What the output steps need to know about one output."""
+
+    plan: Plan
+    format: OutputFormat
+    background: Rgb
+    overlay: Overlay | None = None
+
 
 _TRANSPOSE = {
     2: [Image.Transpose.FLIP_LEFT_RIGHT],
@@ -25,65 +49,18 @@ _TRANSPOSE = {
     7: [Image.Transpose.TRANSVERSE],
     8: [Image.Transpose.ROTATE_90],
 }
-_LIBJPEG_TURBO = bool(features.check_feature("libjpeg_turbo"))
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def shrink_on_load(image: Image.Image, scale: float) -> Image.Image:
-    """Let the JPEG decoder scale by 1/8, 1/4, 3/8 or 1/2 (DCT scaling) when the output is that much smaller.
-
-    Picks the smallest of those factors that still decodes at least the
-    size the outputs need, so the final resample keeps all the detail.
-    Must run before anything loads pixels.  ``scale`` is the largest factor any
-    output needs on either axis, so it holds in the stored orientation too.
-    """
-    if image.format != "JPEG" or scale >= 0.5:
-        return image
-    width, height = image.size
-    need = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
-    eighths = next(n for n in (1, 2, 3, 4) if _scaled(width, n) >= need[0] and _scaled(height, n) >= need[1])
-    if eighths == 3 and _decode_at_three_eighths(image):
-        return image
-    # draft() keeps the decoded size at least `need`, choosing among 1/2, 1/4 and 1/8.
-    image.draft(None, need)
-    return image
-
-
-def _scaled(side: int, eighths: int) -> int:
-    """libjpeg's output size for a DCT scale of eighths/8 (it rounds up)."""
-    return -(-side * eighths // 8)
-
-
-def _decode_at_three_eighths(image: Image.Image) -> bool:
-    """Have libjpeg-turbo decode at 3/8, which Pillow's draft() does not offer.
-
-    Between 1/4 and 1/2 this is what makes 12 MP -> 1024 px cheap: the decoded
-    image is 0.56x the pixels of a 1/2 decode (memory and resample time).  Pillow
-    passes its scale to libjpeg as 1/denominator, and libjpeg-turbo rounds 1/3
-    up to the nearest factor it implements, 3/8; we size the image to match.
-    Returns False (nothing changed) where that cannot be relied on.
-    """
-    if not _LIBJPEG_TURBO or len(image.tile) != 1 or image.decoderconfig:
-        return False
-    tile = image.tile[0]
-    x0, y0, x1, y1 = tile.extents or (0, 0, *image.size)
-    if (x0, y0, x1, y1) != (0, 0, *image.size):
-        return False
-    size = (_scaled(image.width, 3), _scaled(image.height, 3))
-    image.tile = [ImageFile._Tile(tile.codec_name, (0, 0, *size), tile.offset, tile.args)]
-    image._size = size
-    image.decoderconfig = (3, 0)  # (scale denominator, draft flag): what draft() sets
-    return True
-
-
-def orient(image: Image.Image, orientation: int) -> Image.Image:
+# -- picture steps -------------------------------------------------------------------------------
+def orient(image: Image.Image, info: ImageInfo) -> Image.Image:
     """Apply the EXIF orientation, so outputs need (and carry) no orientation tag."""
-    for op in _TRANSPOSE.get(orientation, ()):
+    for op in _TRANSPOSE.get(info.orientation, ()):
         image = image.transpose(op)
     return image
 
 
-def normalize_mode(image: Image.Image) -> Image.Image:
+def normalize_mode(image: Image.Image, info: ImageInfo | None = None) -> Image.Image:
     """Bring any decoded mode to one the resampler handles well: RGB, RGBA, L, LA or CMYK.
 
     16-bit data is scaled to 8 bits (not clipped); palettes are expanded, keeping transparency.
@@ -113,7 +90,8 @@ def normalize_mode(image: Image.Image) -> Image.Image:
     return image
 
 
-def resize(image: Image.Image, plan: Plan) -> Image.Image:
+# -- output steps --------------------------------------------------------------------------------
+def resize(image: Image.Image, target: Target) -> Image.Image:
     """Crop and resample in one pass.
 
     Bicubic with a support scaled to the reduction factor (Pillow resamples by
@@ -121,9 +99,9 @@ def resize(image: Image.Image, plan: Plan) -> Image.Image:
     of Lanczos-3 here at half its cost.  For large factors reduce() first does a
     cheap box-filter pass, keeping at least 2x the target for the real filter.
     """
-    size = plan.content
+    size = target.plan.content
     full = (0.0, 0.0, float(image.width), float(image.height))
-    box = _scale_box(plan, image.size)
+    box = _scale_box(target.plan, image.size)
     if size == image.size and box == full:
         return image
     if _worth_banding(image, size, box):
@@ -168,7 +146,7 @@ def _resize_in_bands(image: Image.Image, size: tuple[int, int], box: tuple[float
     return out
 
 
-def to_srgb(image: Image.Image) -> Image.Image:
+def to_srgb(image: Image.Image, target: Target | None = None) -> Image.Image:
     """Convert pixels to sRGB: through the embedded ICC profile when there is one, else plainly.
 
     The output then needs no profile, so dropping it loses nothing.
@@ -191,22 +169,33 @@ def to_srgb(image: Image.Image) -> Image.Image:
     return image
 
 
-def pad(image: Image.Image, plan: Plan, background: tuple[int, int, int], keep_alpha: bool) -> Image.Image:
+def pad(image: Image.Image, target: Target) -> Image.Image:
     """Place the content on a canvas of the exact box ('pad' fit)."""
+    plan = target.plan
     if plan.canvas == image.size:
         return image
-    mode = "RGBA" if keep_alpha and image.mode in ("RGBA", "LA") else "RGB"
-    canvas = Image.new(mode, plan.canvas, background + ((255,) if mode == "RGBA" else ()))
+    mode = "RGBA" if target.format.alpha and image.mode in ("RGBA", "LA") else "RGB"
+    canvas = Image.new(mode, plan.canvas, target.background + ((255,) if mode == "RGBA" else ()))
     layer = image.convert("RGBA")
     canvas.paste(layer, plan.offset, layer)
     return canvas
 
 
-def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Composite transparency onto ``background`` for formats without alpha (no black backgrounds)."""
-    if image.mode not in ("RGBA", "LA"):
+def watermark(image: Image.Image, target: Target) -> Image.Image:
+    """Draw the overlay over the output (alpha-composited: a transparent output stays transparent around it)."""
+    if target.overlay is None:
         return image
-    canvas = Image.new("RGB", image.size, background)
+    has_alpha = image.mode in ("RGBA", "LA")
+    base = image.convert("RGBA")
+    base.alpha_composite(target.overlay.image, dest=target.overlay.position)
+    return base if has_alpha else base.convert("RGB")
+
+
+def flatten(image: Image.Image, target: Target) -> Image.Image:
+    """Composite transparency onto the background for formats without alpha (no black backgrounds)."""
+    if target.format.alpha or image.mode not in ("RGBA", "LA"):
+        return image
+    canvas = Image.new("RGB", image.size, target.background)
     canvas.paste(image.convert("RGBA"), (0, 0), image.convert("RGBA"))
     return canvas
 

@@ -1,0 +1,108 @@
+"""Where an upload waits for its job: Redis (small, within a budget, only on a Redis that keeps
+acknowledged writes) or storage, and how it is given back when the job ends."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from rq import Queue
+
+from resizer import durability, originals, tasks
+from resizer.imaging import ImageLimits
+from resizer.jobs import Jobs
+from resizer.options import Limits, parse_options
+from resizer.reaper import Reaper
+from resizer.storage import original_key
+from resizer.worker import WorkerContext
+from settings import Settings
+from tests.conftest import image_bytes
+
+from fakes import FakeStorage, fake_job
+
+DURABLE = durability.Durability(True, False, 0)
+
+
+@pytest.fixture
+def settings(redis_server):
+    return Settings.from_env({"APP_ENV": "testing", "REDIS_URL": redis_server, "REDIS_ORIGINAL_MAX_BYTES": "20000",
+                              "REDIS_ORIGINALS_BUDGET": "10000"})
+
+
+@pytest.fixture
+def storage():
+    return FakeStorage()
+
+
+def jobs(settings, real_redis, storage, monkeypatch, durable=DURABLE) -> Jobs:
+    monkeypatch.setattr(durability, "probe", lambda connection: durable)
+    return Jobs(settings, real_redis, storage, waiter=real_redis)
+
+
+def spec():
+    return parse_options({"width": 10}, Limits())
+
+
+def meter(real_redis) -> int:
+    return int(real_redis.get(originals.REDIS_BYTES) or 0)
+
+
+def test_a_small_upload_rides_in_redis_with_its_job(settings, real_redis, storage, monkeypatch):
+    data = image_bytes((60, 40))
+    token = jobs(settings, real_redis, storage, monkeypatch).submit(data, "image/jpeg", spec()).token
+    assert original_key(token) not in storage.objects
+    assert Queue(settings.queue_name, connection=real_redis).job_ids == [token]
+    assert originals.fetch(storage, token, real_redis) == (data, "redis")
+    assert meter(real_redis) == real_redis.strlen(originals.REDIS_PREFIX + token) > len(data)
+
+
+def test_large_uploads_and_a_full_budget_go_to_storage(settings, real_redis, storage, monkeypatch):
+    service = jobs(settings, real_redis, storage, monkeypatch)
+    big = service.submit(b"x" * 30_000, "image/jpeg", spec()).token  # over REDIS_ORIGINAL_MAX_BYTES
+    assert original_key(big) in storage.objects and meter(real_redis) == 0
+    small = [service.submit(image_bytes((60, 40), color=(i, 0, 0)), "image/jpeg", spec()).token for i in range(40)]
+    in_redis = [t for t in small if real_redis.exists(originals.REDIS_PREFIX + t)]
+    in_storage = [t for t in small if original_key(t) in storage.objects]
+    assert in_redis and in_storage and len(in_redis) + len(in_storage) == 40
+    assert meter(real_redis) <= settings.redis_originals_budget
+    assert meter(real_redis) == sum(real_redis.strlen(originals.REDIS_PREFIX + t) for t in in_redis)
+
+
+def test_a_redis_that_may_lose_acknowledged_writes_gets_no_originals(settings, real_redis, storage, monkeypatch):
+    service = jobs(settings, real_redis, storage, monkeypatch, durable=durability.NOT_DURABLE)
+    token = service.submit(image_bytes((60, 40)), "image/jpeg", spec()).token
+    assert original_key(token) in storage.objects
+    assert not real_redis.keys(originals.REDIS_PREFIX + "*") and meter(real_redis) == 0
+
+
+def test_probe_reads_what_redis_keeps(real_redis):
+    # the test server runs without an append-only file
+    assert durability.probe(real_redis) == durability.NOT_DURABLE
+    real_redis.config_set("appendonly", "yes")
+    try:
+        real_redis.config_set("appendfsync", "everysec")
+        assert not durability.probe(real_redis).keeps_acknowledged  # the last second may be lost (7.0: no WAITAOF)
+        real_redis.config_set("appendfsync", "always")
+        assert durability.probe(real_redis).keeps_acknowledged
+    finally:
+        real_redis.config_set("appendonly", "no")
+
+
+def test_the_job_gives_its_original_back_when_it_ends(settings, real_redis, storage, monkeypatch):
+    token = jobs(settings, real_redis, storage, monkeypatch).submit(image_bytes((60, 40)), "image/jpeg",
+                                                                    spec()).token
+    ctx = WorkerContext(settings=settings, storage=storage, limits=ImageLimits(10**8, 8192, 300),
+                        pool=ThreadPoolExecutor(2), reaper=Reaper(storage, background=False))
+    job = fake_job(real_redis, token, "public", spec().to_dict())
+    job.meta = Queue(settings.queue_name, connection=real_redis).fetch_job(token).meta  # says where the image is
+    assert job.meta["original"] == "redis"
+    record = tasks.run(ctx, job, token, "public", spec(), None)
+    assert record["status"] == "SUCCESS"
+    assert not real_redis.exists(originals.REDIS_PREFIX + token) and meter(real_redis) == 0
+    assert ctx.reaper.pending() == 0  # nothing to delete in storage
+
+
+def test_the_meter_is_corrected_from_the_keys(real_redis):
+    real_redis.set(originals.REDIS_PREFIX + "a", b"12345")
+    real_redis.set(originals.REDIS_BYTES, 999)  # drift: a key expired without being released
+    assert originals.correct_meter(real_redis) == 5 and meter(real_redis) == 5
