@@ -54,9 +54,12 @@ def test_original_status_reaches_success_with_url(api):
 
 def test_pending_is_reported_while_workers_are_busy(api, stack):
     """Status before a worker takes the job is PENDING with a null URL."""
-    big = image_bytes((3000, 3000), fmt="PNG", color=(10, 20, 30))
-    tokens = [api.submit(big, width=10) for _ in range(6)]
-    states = [api.status(t).json() for t in tokens]
+    # distinct images: identical submits would share one job (resizer/reuse.py)
+    tokens = [api.submit(image_bytes((3000, 3000), fmt="PNG", color=(10, 20, 30 + i)), width=10) for i in range(6)]
+    # ?wait=0: the state now (a plain status holds an unfinished job up to STATUS_HOLD_MS for its end);
+    # the last submitted first, as it waits behind the others.
+    states = [api.http.get(f"{api.base}/api/v1/resize/{t}", params={"wait": 0}, timeout=30).json()
+              for t in reversed(tokens)]
     assert any(s["status"] in ("PENDING", "IN_PROGRESS") for s in states)
     for s in states:
         if s["status"] in ("PENDING", "IN_PROGRESS"):

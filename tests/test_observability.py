@@ -49,8 +49,8 @@ def test_metrics_need_the_token(observed):
 def test_metrics_count_requests_jobs_and_stages(observed):
     _, api = observed
     before = scrape(api)
-    for _ in range(3):
-        assert api.wait(api.submit(image_bytes((300, 200)), width=50))["status"] == "SUCCESS"
+    for i in range(3):  # distinct images: identical submits would share one job's work (no stages of their own)
+        assert api.wait(api.submit(image_bytes((300, 200 + i)), width=50))["status"] == "SUCCESS"
     bad = api.submit((CORPUS / "bad" / "truncated_jpeg.jpg").read_bytes())
     assert api.wait(bad)["status"] == "FAILURE"
     api.post({"imageData": "!!"})  # a 400
@@ -137,7 +137,7 @@ def test_workers_on_two_hosts_share_the_queue(tmp_path):
             assert sorted(w.hostname for w in workers) == ["host-a", "host-b"]
 
         api = Api(f"http://127.0.0.1:{stack.port}", stack)
-        tokens = [api.submit(image_bytes((1600, 1200)), width=64) for _ in range(16)]
+        tokens = [api.submit(image_bytes((1600, 1200 + i)), width=64) for i in range(16)]  # distinct: no reuse
         assert all(api.wait(t)["status"] == "SUCCESS" for t in tokens)
         took = {}
         for token in tokens:

@@ -140,7 +140,8 @@ def test_jobs_survive_a_storage_outage(make_stack):
     # The worker is stopped while the jobs are accepted (the API needs storage for that), so
     # none can run before storage goes down: every first attempt meets the outage.
     stack.stop_proc("worker-1")
-    tokens = [api.submit(image_bytes((300, 200)), width=50) for _ in range(3)]
+    # distinct images: identical submits would share one job (resizer/reuse.py), the others waiting on it
+    tokens = [api.submit(image_bytes((300, 200 + i)), width=50) for i in range(3)]
     stack.stop_proc("s3")
     stack.spawn(stack.procs["worker-1"])
 
@@ -266,7 +267,7 @@ def test_originals_are_removed_when_jobs_end(make_stack):
 
 def test_workers_are_recycled_after_max_jobs_without_losing_any(make_stack):
     stack, api = make_stack(workers=1, WORKER_MAX_JOBS=2)
-    tokens = [api.submit(image_bytes((120, 90)), width=30) for _ in range(5)]
+    tokens = [api.submit(image_bytes((120, 90 + i)), width=30) for i in range(5)]  # distinct: each one is work
     for token in tokens:
         assert api.wait(token, deadline=60)["status"] == "SUCCESS"
     assert stack.procs["worker-1"].restarts >= 2  # exited cleanly after 2 jobs, twice, and came back
