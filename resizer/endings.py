@@ -44,16 +44,18 @@ class WorkerContext(Protocol):
 
 def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
         record: dict[str, Any], stages: dict[str, float] | None = None, original: str | None = None,
-        connection: redis.Redis | None = None) -> dict[str, Any]:
+        connection: redis.Redis | None = None, durable: bool = False) -> dict[str, Any]:
     """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record.
 
     ``original``: where the job's original was found ("redis", "storage"), None when not known,
     "none" when there is none (reused work).  ``connection``: Redis, when there is no RQ ``job``.
+    ``durable``: the record is in storage already (on the outputs).
     """
     connection = connection if connection is not None else (job.connection if job is not None else None)
     success = record["status"] == "SUCCESS"
     try:
-        records.write_durable(ctx.storage, tenant, token, record)
+        if not durable:
+            records.write_durable(ctx.storage, tenant, token, record)
     except ResizerError as exc:
         if success:
             raise  # not ended: retried (outputs are idempotent), or failed as storage_unavailable
@@ -67,9 +69,11 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
 
 
 def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
-            record: dict[str, Any], stages: dict[str, float], original: str | None = None) -> dict[str, Any]:
+            record: dict[str, Any], stages: dict[str, float], original: str | None = None,
+            durable: bool = False) -> dict[str, Any]:
     """End the job with its outputs (``record`` has ``variants``, times, ...)."""
-    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages, original)
+    return end(ctx, job, token, tenant, callback_url, {"status": "SUCCESS", **record}, stages, original,
+               durable=durable)
 
 
 def fail(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,

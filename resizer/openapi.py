@@ -2,7 +2,9 @@
 
 Nothing here is maintained by hand: the request schemas come from
 ``options.models`` (with the configured limits), the error codes from
-``errors``, and the form/query parameters are derived from the options model.
+``errors``, the value lists (gravity, formats, watermark anchors) from
+``imaging.spec`` through them, and the form/query parameters are derived from
+the options model.  Responses are described by the small models below.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from . import __version__, errors
 from .jobs import MAX_WAIT
-from .options import JSON_FIELDS, MAX_QUERY_VALUE, Limits, models
+from .options import JSON_FIELDS, MAX_QUERY_VALUE, NAME_PATTERN, Limits, models
 
 REF = "#/components/schemas/{model}"
 
@@ -44,6 +46,22 @@ class VariantResult(BaseModel):
     bytes: int
 
 
+class Source(BaseModel):
+    """The upload as displayed (after EXIF orientation)."""
+
+    width: int
+    height: int
+    format: str = Field(description="The upload's format, e.g. jpeg, png, webp, gif.")
+    bytes: int
+
+
+class Placeholder(BaseModel):
+    """What a client paints while the real image loads."""
+
+    blurhash: str = Field(description="BlurHash (4x3 components) of the displayed image.")
+    color: str = Field(pattern=r"^#[0-9a-f]{6}$", description="Its average colour, #rrggbb.")
+
+
 class JobStatus(BaseModel):
     success: Literal[True]
     token: str
@@ -54,6 +72,31 @@ class JobStatus(BaseModel):
     error: ErrorDetail | None = Field(None, description="Why the job failed; only on FAILURE.")
     created_at: str | None = None
     finished_at: str | None = None
+    source: Source | None = Field(None, description="Only on SUCCESS: what the upload was.")
+    placeholder: Placeholder | None = Field(None, description="Only on SUCCESS: paint this while the "
+                                                                  "image loads.")
+    reused: bool | None = Field(None, description="On SUCCESS: true when the same bytes with the same options "
+                                                  "under the same key were already done, and their outputs "
+                                                  "are returned without processing again.")
+
+
+class WatermarkInfo(BaseModel):
+    """A stored watermark (the submit option that uses one is ``Watermark``)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    width: int
+    height: int
+    bytes: int
+
+
+class WatermarkStored(BaseModel):
+    success: Literal[True]
+    watermark: WatermarkInfo
+
+
+class WatermarkList(BaseModel):
+    success: Literal[True]
+    watermarks: list[WatermarkInfo] = Field(description="This API key's watermarks, sorted by name.")
 
 
 class Health(BaseModel):
@@ -78,7 +121,8 @@ def build(limits: Limits) -> dict[str, Any]:
     variant, options, request = models(limits)
     _, schemas = models_json_schema(
         [(m, "validation") for m in (request, options, variant)]
-        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, Health, Readiness, NotReady)],
+        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, WatermarkStored, WatermarkList, Health,
+                                          Readiness, NotReady)],
         ref_template=REF,
     )
     components = schemas["$defs"]
@@ -118,7 +162,8 @@ def build(limits: Limits) -> dict[str, Any]:
         "413": error(_codes(errors.PayloadTooLarge, errors.ImageTooLarge)),
         "414": error(_codes(errors.UriTooLong) + " (query string over 8 KB)"),
         "415": error(_codes(errors.UnsupportedMediaType, errors.UnsupportedImageFormat)),
-        "422": error(_codes(errors.InvalidParameter, errors.CorruptImage, errors.IdempotencyConflict)),
+        "422": error(_codes(errors.InvalidParameter, errors.CorruptImage, errors.IdempotencyConflict)
+                     + " (`invalid_parameter` also for a watermark name this key has not stored)"),
         "429": error(_codes(errors.RateLimited)),
         "503": error(_codes(errors.ServiceUnavailable)),
     }
@@ -184,6 +229,7 @@ def build(limits: Limits) -> dict[str, Any]:
                     },
                 }
             },
+            **_watermark_paths(error),
             "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "responses": {
                 "200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {
                     "type": "object"}}}}}}},
@@ -213,5 +259,62 @@ def build(limits: Limits) -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
                                            "description": "An API key, where the service has keys configured."}},
+        },
+    }
+
+
+def _watermark_paths(error) -> dict[str, Any]:
+    """PUT/GET/DELETE /api/v1/watermarks[/{name}]: named overlay images, per API key."""
+
+    def ok(description: str, model: str) -> dict:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_PATTERN},
+            "description": "a-z, 0-9, _ and -, 1 to 32 characters; another API key's names are invisible."}
+    common = {"401": error(_codes(errors.Unauthorized)), "429": error(_codes(errors.RateLimited)),
+              "503": error(_codes(errors.ServiceUnavailable))}
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "/api/v1/watermarks": {"get": {
+            "operationId": "listWatermarks",
+            "security": [{}, {"apiKey": []}],
+            "summary": "This API key's watermarks",
+            "responses": {"200": ok("The watermarks, sorted by name.", "WatermarkList"),
+                          "422": error(_codes(errors.CorruptImage) + " (a stored watermark cannot be read)"),
+                          **common},
+        }},
+        "/api/v1/watermarks/{name}": {
+            "put": {
+                "operationId": "putWatermark",
+                "security": [{}, {"apiKey": []}],
+                "summary": "Store (or replace) a watermark image",
+                "description": "The raw image is the body: a still PNG or WebP, its alpha honoured. A submit "
+                               "then draws it with the `watermark` option.",
+                "parameters": [name],
+                "requestBody": {"required": True, "content": {"image/png": binary, "image/webp": binary}},
+                "responses": {
+                    "200": ok("Replaced the watermark of that name.", "WatermarkStored"),
+                    "201": ok("Stored.", "WatermarkStored"),
+                    "400": error(_codes(errors.MissingImage, errors.InvalidRequest)),
+                    "413": error(_codes(errors.PayloadTooLarge, errors.ImageTooLarge)),
+                    "415": error(_codes(errors.UnsupportedMediaType, errors.UnsupportedImageFormat)
+                                 + " (not a still PNG or WebP)"),
+                    "422": error(_codes(errors.InvalidParameter, errors.CorruptImage)),
+                    **common,
+                },
+            },
+            "delete": {
+                "operationId": "deleteWatermark",
+                "security": [{}, {"apiKey": []}],
+                "summary": "Delete a watermark",
+                "parameters": [name],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "404": error(_codes(errors.NotFound)),
+                    "422": error(_codes(errors.InvalidParameter)),
+                    **common,
+                },
+            },
         },
     }

@@ -47,7 +47,7 @@ def reconcile(connection: redis.Redis, storage: Storage, settings: Settings, *, 
         job = originals.waiting(storage, token)
         if job is None:
             continue  # deleted meanwhile, or not one of ours: the lifecycle rule collects strays
-        if records.read_durable(storage, job.tenant, token) is not None:
+        if records.read_durable(storage, job.tenant, token, rebuild=False) is not None:
             storage.delete(original_key(token))  # ended, and its original was never reaped
             continue
         try:

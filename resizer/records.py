@@ -4,8 +4,9 @@ Three places hold what is known of a job, read in this order by the status endpo
 - the *result* in Redis (``resizer:result:<token>``): the final record, written
   once when the job ends, with the owner; one GET answers a finished job;
 - RQ's own job hash while the job is queued or running;
-- the *durable record* in storage next to the outputs (``manifest.json``): the
-  same final record, so the answer outlives Redis (flushed, failed over, expired).
+- the *durable record* in storage: the same final record, so the answer outlives
+  Redis (flushed, failed over, expired): a success's rides on its outputs as
+  metadata (no object of its own), a failure's is ``manifest.json``.
 
 ``DONE_PREFIX`` is a list that long-polling requests block on; publishing a
 result pushes to it.  ``render`` turns any record into the contract's status body
@@ -14,17 +15,23 @@ with fresh presigned URLs.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import zlib
 from datetime import timedelta
 from typing import Any, Callable
 
 import redis
+from PIL import Image
 from rq.job import JobStatus
 
 from .clock import isoformat, utcnow
 from .errors import WorkerLost
-from .storage import Storage, manifest_key
+from .storage import Storage, manifest_key, output_prefix
 
+RECORD_META = "record"  # x-amz-meta-record on each output of a success
+MAX_PACKED = 1800  # S3 allows 2 KB of user metadata in all
 RESULT_PREFIX = "resizer:result:"
 DONE_PREFIX = "resizer:done:"
 DEFAULT_TENANT = "public"
@@ -66,13 +73,56 @@ def read_result(connection: redis.Redis, token: str, tenant: str) -> dict[str, A
     return record if record.pop("tenant", DEFAULT_TENANT) == tenant else None
 
 
+def pack(record: dict[str, Any]) -> str | None:
+    """The record as object metadata (on every output of a success), or None if it does not fit."""
+    packed = base64.b64encode(zlib.compress(json.dumps(record, separators=(",", ":")).encode(), 6)).decode()
+    return packed if len(packed) <= MAX_PACKED else None
+
+
 def write_durable(storage: Storage, tenant: str, token: str, record: dict[str, Any]) -> None:
+    """The record as its own object: failures, and successes whose record did not fit on the outputs."""
     storage.put(manifest_key(tenant, token), json.dumps(record).encode(), "application/json")
 
 
-def read_durable(storage: Storage, tenant: str, token: str) -> dict[str, Any] | None:
+def read_durable(storage: Storage, tenant: str, token: str, *, rebuild: bool = True) -> dict[str, Any] | None:
+    """The final record kept in storage, or None.
+
+    A success keeps its record on its outputs (metadata ``x-amz-meta-record``): no
+    separate object per job.  Some S3 servers (rclone's) keep metadata only in
+    memory; when it is gone, ``rebuild`` reads the outputs' headers instead
+    (``source`` and ``placeholder`` are then unknown).
+    """
     raw = storage.get(manifest_key(tenant, token))
-    return json.loads(raw) if raw is not None else None
+    if raw is not None:
+        return json.loads(raw)
+    prefix = output_prefix(tenant, token)
+    listed = {key: modified for key, modified in storage.list(prefix) if not key.endswith("/manifest.json")}
+    if not listed:
+        return None
+    head = storage.head(next(iter(sorted(listed))))
+    packed = head["metadata"].get(RECORD_META) if head is not None else None
+    if packed:
+        record = json.loads(zlib.decompress(base64.b64decode(packed)))
+        complete = all(v["key"] in listed for v in record["variants"].values())
+        return record if complete else None
+    return _rebuild(storage, prefix, listed) if rebuild else None
+
+
+def _rebuild(storage: Storage, prefix: str, listed: dict[str, Any]) -> dict[str, Any] | None:
+    variants = {}
+    for key in sorted(listed):
+        name, _, ext = key[len(prefix):].rpartition(".")
+        data = storage.get(key)
+        if data is None:
+            return None
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # the header only
+                width, height = image.size
+        except (OSError, ValueError):
+            return None
+        variants[name] = {"key": key, "width": width, "height": height,
+                          "format": {"jpg": "jpeg"}.get(ext, ext), "bytes": len(data)}
+    return {"status": "SUCCESS", "finished_at": isoformat(max(listed.values())), "variants": variants}
 
 
 def render(token: str, record: dict[str, Any], presign: Callable[[str, int], str], ttl: int) -> dict[str, Any]:

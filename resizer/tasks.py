@@ -122,22 +122,26 @@ def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, cre
     outputs = result.outputs
     t2 = time.perf_counter()
     keys = [output_key(tenant, token, out.name, out.format.ext) for out in outputs]
-    # Storage round trips are most of a small job's time: outputs go up in
-    # parallel, then the record (only once every output it names exists).
-    _all(ctx, [(ctx.storage.put, key, out.data, out.format.mime) for key, out in zip(keys, outputs)])
     variants = {
         out.name: {"key": key, "width": out.width, "height": out.height, "format": out.format.name,
                    "bytes": len(out.data)}
         for key, out in zip(keys, outputs)
     }
+    record = {"status": "SUCCESS", "created_at": created_at, "finished_at": isoformat(utcnow()),
+              "variants": variants, "source": asdict(result.source), "placeholder": asdict(result.placeholder),
+              "reused": False}
+    # Storage round trips are most of a small job's time: outputs go up in parallel, each
+    # carrying the whole record, which then needs no object of its own (see records).
+    packed = records.pack(record)
+    meta = {records.RECORD_META: packed} if packed else None
+    _all(ctx, [(ctx.storage.put, key, out.data, out.format.mime, None, meta) for key, out in zip(keys, outputs)])
     stages = {"download": t1 - t0, "decode_resize": t2 - t1 - stats.get("encode", 0.0),
               "encode": stats.get("encode", 0.0)}
     if job is not None and job.enqueued_at and job.started_at:
         stages["queue_wait"] = max(0.0, (job.started_at - job.enqueued_at).total_seconds())
-    record = {"created_at": created_at, "finished_at": isoformat(utcnow()), "variants": variants,
-              "source": asdict(result.source), "placeholder": asdict(result.placeholder), "reused": False}
     stages["upload"] = time.perf_counter() - t2
-    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages, where)
+    record = endings.succeed(ctx, job, token, tenant, spec.callback_url, record, stages, where,
+                             durable=packed is not None)
     log.info(
         "job %s done: %d output(s), %d bytes in; fetch %.1f ms, process %.1f ms, store %.1f ms (request %s)",
         token, len(outputs), len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3,

@@ -85,7 +85,7 @@ class Source:
 class Result:
     """Every output of a job, what the upload was, and its placeholder.
 
-    Iterating a Result (or taking its len) goes over ``outputs``: the 1.0
+    Iterating a Result (indexing it, taking its len) goes over ``outputs``: the 1.0
     interface, where process() returned the list of outputs.
     """
 
@@ -98,6 +98,9 @@ class Result:
 
     def __len__(self) -> int:
         return len(self.outputs)
+
+    def __getitem__(self, index: int) -> Output:
+        return self.outputs[index]
 
 
 @dataclass(frozen=True)
