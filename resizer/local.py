@@ -4,7 +4,9 @@ Starts, in order: Redis (the one at REDIS_URL when it answers, else a local
 ``redis-server``), the embedded S3 server (``rclone serve s3``, data kept under
 ``var/s3``) unless S3_ENDPOINT_URL points elsewhere, WORKERS RQ workers, the
 API under gunicorn and rq-dashboard.  Worker and API processes that die are
-restarted, as compose's restart policy would.  Ctrl-C stops everything.
+restarted, as compose's restart policy would: after 0.5 s, doubling for each
+crash in a row up to 30 s, so a process that cannot start does not spin.
+Ctrl-C stops everything.
 
 The end-to-end tests and the benchmark drive the same ``Stack`` class, so what
 they test is what ``make run`` runs.
@@ -21,15 +23,28 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 _COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
+
+# Restart back-off (compose's restart policy does much the same): the first restart comes quickly;
+# each further crash in a row doubles the pause, up to a bound.  A process that ran for a while, or
+# exited cleanly (a worker recycled after WORKER_MAX_JOBS), starts a new series.
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 60.0
+
+
+def restart_delay(crashes: int) -> float:
+    """The pause before restarting a process that crashed ``crashes`` times in a row (1, 2, ...)."""
+    return min(RESTART_DELAY * 2 ** max(crashes - 1, 0), MAX_RESTART_DELAY)
 
 
 def free_port() -> int:
@@ -82,6 +97,9 @@ class Proc:
     stop_signal: int = signal.SIGTERM
     popen: subprocess.Popen | None = None
     restarts: int = 0
+    crashes: int = 0  # in a row, each within STABLE_AFTER of its start
+    started_at: float = 0.0
+    restart_at: float | None = None  # set while a restart waits out its back-off
     log: IO[str] | None = None
     _colour: str = "0"
 
@@ -110,6 +128,7 @@ class Stack:
     # every reply: acknowledged jobs survive a crash, so small originals may ride in Redis) or "none".
     redis_persistence: str = "everysec"
     procs: dict[str, Proc] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic  # the supervisor's clock (a fake one in its tests)
     _stopping: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -214,7 +233,10 @@ class Stack:
         env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}
         self.spawn(Proc("api", [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env,
                         restart=True))
-        wait_for(lambda: port_open("127.0.0.1", self.port), "the API (gunicorn)", timeout=30, proc=self.procs["api"])
+        # gunicorn's master listens before its workers have loaded the app (seconds on a busy host):
+        # ready means a worker answers, so the first request of a test or a user is not a cold start.
+        wait_for(lambda: _answers(f"http://127.0.0.1:{self.port}/healthz"), "the API (gunicorn)", timeout=30,
+                 proc=self.procs["api"])
 
     def _start_dashboard(self) -> None:
         self.spawn(Proc("dashboard", [str(BIN / "rq-dashboard"), "--bind", "127.0.0.1", "--port",
@@ -236,6 +258,8 @@ class Stack:
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                           start_new_session=True, preexec_fn=_die_with_parent)
             threading.Thread(target=self._pump, args=(proc, proc.popen), daemon=True).start()
+        proc.started_at = self.clock()
+        proc.restart_at = None
         self.procs[proc.name] = proc
         return proc
 
@@ -247,15 +271,25 @@ class Stack:
         sys.stdout.flush()
 
     def supervise_once(self) -> None:
-        """Restart any process marked restartable that has died."""
+        """Restart any process marked restartable that has died, once its back-off has passed."""
         with self._lock:
             if self._stopping:
                 return
+            now = self.clock()
             for proc in list(self.procs.values()):
-                if proc.restart and proc.popen is not None and proc.popen.poll() is not None:
+                if not proc.restart or proc.popen is None or proc.popen.poll() is None:
+                    continue
+                if proc.restart_at is None:  # just found dead: schedule its restart
                     code = proc.popen.returncode
+                    if code == 0 or now - proc.started_at >= STABLE_AFTER:
+                        proc.crashes = 0
+                    proc.crashes = proc.crashes + 1 if code != 0 else 0
+                    delay = restart_delay(proc.crashes)
+                    proc.restart_at = now + delay
+                    self._say(f"{proc.name} exited with code {code}; restarting in {delay:g} s "
+                              f"(restart #{proc.restarts + 1})")
+                if now >= proc.restart_at:
                     proc.restarts += 1
-                    self._say(f"{proc.name} exited with code {code}; restarting it (restart #{proc.restarts})")
                     self.spawn(proc)
 
     def run_supervisor(self, interval: float = 0.5) -> threading.Thread:
@@ -297,6 +331,14 @@ class Stack:
 
     def _say(self, message: str) -> None:
         print(f"{'local':>10} | {message}", flush=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
 
 
 def _redact(url: str) -> str:

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 import requests
@@ -42,6 +43,25 @@ ORIGINAL_PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mP8
 def pytest_collection_modifyitems(config, items):
     if not GOOD or not BAD:
         raise pytest.UsageError(f"the shared test corpus is missing at {CORPUS}")
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    The one way tests wait for a condition (never a fixed sleep): fails with
+    ``what`` and the last value seen when ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last value: {value!r})")
+        time.sleep(interval)
 
 
 def image_bytes(size=(64, 48), mode="RGB", fmt="JPEG", color=(200, 30, 30), **save) -> bytes:
@@ -76,10 +96,18 @@ def s3(settings):
 
 
 @pytest.fixture
-def fake_redis():
+def fake_redis_server():
+    """One in-process Redis server: every client made on it sees the same data (and wakes BLPOPs)."""
     import fakeredis
 
-    return fakeredis.FakeRedis()
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fake_redis(fake_redis_server):
+    import fakeredis
+
+    return fakeredis.FakeRedis(server=fake_redis_server)
 
 
 @pytest.fixture
@@ -116,17 +144,19 @@ class Api:
         return self.http.get(f"{self.base}/api/v1/resize/{token}", timeout=30)
 
     def wait(self, token: str, deadline: float = 60.0) -> dict:
-        """Poll until the job ends (no fixed sleeps: poll every 50 ms, up to ``deadline`` seconds)."""
-        end = time.monotonic() + deadline
-        while True:
+        """Poll until the job ends, up to ``deadline`` seconds; its status body."""
+        return self.wait_status(token, ("SUCCESS", "FAILURE"), deadline)
+
+    def wait_status(self, token: str, wanted: tuple[str, ...] | str, deadline: float = 30.0) -> dict:
+        """Poll until the job's status is one of ``wanted``; its status body."""
+        wanted = (wanted,) if isinstance(wanted, str) else wanted
+
+        def reached() -> dict | None:
             r = self.status(token)
             assert r.status_code == 200, r.text
-            body = r.json()
-            if body["status"] in ("SUCCESS", "FAILURE"):
-                return body
-            if time.monotonic() > end:
-                raise AssertionError(f"job {token} still {body['status']} after {deadline} s")
-            time.sleep(0.05)
+            return r.json() if r.json()["status"] in wanted else None
+
+        return wait_until(reached, f"job {token} to be {' or '.join(wanted)}", deadline)
 
     def download(self, url: str) -> requests.Response:
         return requests.get(url, timeout=30)
@@ -194,7 +224,7 @@ def redis_server(tmp_path_factory):
 
     import redis as redis_lib
 
-    from resizer.local import find_binary, wait_for
+    from resizer.local import find_binary
 
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
@@ -208,7 +238,7 @@ def redis_server(tmp_path_factory):
         except redis_lib.exceptions.ConnectionError:
             return False
 
-    wait_for(answers, "redis-server")
+    wait_until(answers, "the private redis-server to answer", timeout=20)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)

@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from rq.job import Job, JobStatus
+
+from resizer.connections import make_redis
 from resizer.security import hash_key
 from resizer.webhooks import sign
-from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack
+from settings import Settings
+from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 CLI = [str(Path(sys.executable).parent / "resizer")]
@@ -111,10 +115,14 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
 
     def wait_for(self, n: int, deadline: float = 30) -> list[dict]:
-        end = time.monotonic() + deadline
-        while len(self.calls) < n and time.monotonic() < end:
-            time.sleep(0.05)
+        wait_until(lambda: len(self.calls) >= n, f"{n} webhook call(s) (got {len(self.calls)})", deadline)
         return self.calls
+
+
+def delivered(stack, token: str) -> bool:
+    """The webhook's delivery job has finished: no attempt of it is left to run."""
+    redis = make_redis(Settings.from_env(stack.env))
+    return Job.fetch(f"webhook-{token}", connection=redis).get_status() == JobStatus.FINISHED
 
 
 def submit_with_callback(api, url, image=None):
@@ -125,7 +133,7 @@ def submit_with_callback(api, url, image=None):
 
 
 def test_one_signed_post_per_finished_job(service):
-    _, api = service
+    stack, api = service
     receiver = Receiver()
     token = submit_with_callback(api, receiver.url)
     (call,) = receiver.wait_for(1)
@@ -134,7 +142,7 @@ def test_one_signed_post_per_finished_job(service):
     assert abs(int(headers["X-Resizer-Timestamp"]) - time.time()) < 60
     payload = json.loads(body)
     assert payload["token"] == token and payload["status"] == "SUCCESS" and payload["resized_image_url"]
-    time.sleep(2)
+    wait_until(lambda: delivered(stack, token), "the delivery job to finish")
     assert len(receiver.calls) == 1  # exactly one
 
 
@@ -148,13 +156,13 @@ def test_failed_job_is_reported_too(service):
 
 
 def test_a_failing_receiver_gets_it_after_retries(service):
-    _, api = service
+    stack, api = service
     receiver = Receiver(fail_first=2)
-    submit_with_callback(api, receiver.url)
+    token = submit_with_callback(api, receiver.url)
     calls = receiver.wait_for(3, deadline=40)
     assert [c["body"] for c in calls[:3]] and len(calls) == 3
     assert calls[2]["at"] - calls[0]["at"] >= 5  # backoff: 1 s, then 5 s
-    time.sleep(2)
+    wait_until(lambda: delivered(stack, token), "the delivery job to finish")
     assert len(receiver.calls) == 3
 
 

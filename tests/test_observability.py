@@ -9,12 +9,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
 from resizer.local import ROOT
-from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack
+from tests.conftest import CORPUS, Api, b64, image_bytes, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +49,8 @@ def test_metrics_need_the_token(observed):
 def test_metrics_count_requests_jobs_and_stages(observed):
     _, api = observed
     before = scrape(api)
-    for i in range(3):  # three different jobs (identical ones would be reused, not processed)
-        assert api.wait(api.submit(image_bytes((300, 200)), width=50 + i))["status"] == "SUCCESS"
+    for i in range(3):  # distinct images: identical submits would share one job's work (no stages of their own)
+        assert api.wait(api.submit(image_bytes((300, 200 + i)), width=50))["status"] == "SUCCESS"
     bad = api.submit((CORPUS / "bad" / "truncated_jpeg.jpg").read_bytes())
     assert api.wait(bad)["status"] == "FAILURE"
     api.post({"imageData": "!!"})  # a 400
@@ -131,16 +130,14 @@ def test_workers_on_two_hosts_share_the_queue(tmp_path):
             procs.append(_worker_on_host(host, tmp_path / host, env, logs[-1]))
         settings = Settings.from_env(stack.env)
         redis = make_redis(settings)
-        end = time.monotonic() + 30
-        while len(Worker.all(connection=redis)) < 3 and time.monotonic() < end:  # two + the webhooks worker
-            time.sleep(0.2)
+        wait_until(lambda: len(Worker.all(connection=redis)) >= 3, "two workers + the webhooks worker", interval=0.2)
         workers = [w for w in Worker.all(connection=redis) if settings.queue_name in w.queue_names()]
         assert sorted(w.name.split(".")[0] for w in workers) == ["host-a", "host-b"], [w.name for w in workers]
         if _can_set_hostname():  # really two hostnames, as RQ saw them
             assert sorted(w.hostname for w in workers) == ["host-a", "host-b"]
 
         api = Api(f"http://127.0.0.1:{stack.port}", stack)
-        tokens = [api.submit(image_bytes((1600, 1200)), width=64) for _ in range(16)]
+        tokens = [api.submit(image_bytes((1600, 1200 + i)), width=64) for i in range(16)]  # distinct: no reuse
         assert all(api.wait(t)["status"] == "SUCCESS" for t in tokens)
         took = {}
         for token in tokens:

@@ -6,6 +6,7 @@ because it breaks parts of it on purpose.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import signal
@@ -13,13 +14,13 @@ import time
 
 import pytest
 from PIL import Image
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from bench.images import photo
 from resizer.connections import make_redis
 from resizer.storage import Storage, manifest_key, original_key, output_prefix
 from settings import Settings
-from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack
+from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +58,6 @@ def clients(stack):
     return settings, make_redis(settings), Storage(settings)
 
 
-def wait_status(api: Api, token: str, wanted: str, deadline: float = 30) -> dict:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        body = api.status(token).json()
-        if body["status"] == wanted:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"job {token} never reached {wanted}")
-
-
 def objects(storage: Storage, prefix: str) -> list[str]:
     listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)
     return sorted(o["Key"] for o in listing.get("Contents", []))
@@ -74,10 +65,17 @@ def objects(storage: Storage, prefix: str) -> list[str]:
 
 def eventually_empty(storage: Storage, prefix: str, within: float = 10) -> list[str]:
     """Originals are deleted in batches about once a second: wait for that, up to a bound."""
-    end = time.monotonic() + within
-    while (left := objects(storage, prefix)) and time.monotonic() < end:
-        time.sleep(0.2)
-    return left
+    wait_until(lambda: not objects(storage, prefix), f"no objects under {prefix}", within, interval=0.2)
+    return objects(storage, prefix)
+
+
+def is_ready(api: Api) -> bool:
+    return api.http.get(f"{api.base}/readyz").status_code == 200
+
+
+def webhook_delivered(redis, token: str) -> bool:
+    """The delivery job has finished: no attempt of it is left to run."""
+    return Job.fetch(f"webhook-{token}", connection=redis).get_status() == JobStatus.FINISHED
 
 
 def kill_worker_running(stack, redis, token: str) -> str:
@@ -92,7 +90,7 @@ def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, sl
     stack, api = make_stack(workers=2)
     settings, redis, storage = clients(stack)
     token = api.submit(slow_png, **SLOW)
-    wait_status(api, token, "IN_PROGRESS")
+    api.wait_status(token, "IN_PROGRESS")
     proc = kill_worker_running(stack, redis, token)
     killed_at = time.monotonic()
     body = api.wait(token, deadline=150)
@@ -102,7 +100,7 @@ def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, sl
     assert body["status"] == "SUCCESS", (body, dump_logs(stack))
     assert recovery < 120
     keys = objects(storage, output_prefix("public", token))
-    assert keys == [f"outputs/public/{token}/default.png"]  # the record rides on the output (no manifest)
+    assert keys == [f"outputs/public/{token}/default.png"]  # a success's record rides on its output
     assert eventually_empty(storage, original_key(token)) == []
     # the supervisor replaced the dead worker
     assert stack.procs[proc].alive() and stack.procs[proc].restarts >= 1
@@ -120,7 +118,7 @@ def test_a_job_whose_worker_dies_on_its_last_attempt_is_reported(make_stack, slo
     _, redis, storage = clients(stack)
     receiver = Receiver()
     token = api.submit(slow_png, **SLOW, callback_url=receiver.url)
-    wait_status(api, token, "IN_PROGRESS")
+    api.wait_status(token, "IN_PROGRESS")
     kill_worker_running(stack, redis, token)
     (call,) = receiver.wait_for(1, deadline=120)
     payload = json.loads(call["body"])
@@ -129,15 +127,35 @@ def test_a_job_whose_worker_dies_on_its_last_attempt_is_reported(make_stack, slo
     assert call["headers"]["X-Resizer-Signature"] == sign(secret, call["headers"]["X-Resizer-Timestamp"], call["body"])
     manifest = json.loads(storage.get(manifest_key("public", token)))
     assert manifest["status"] == "FAILURE" and manifest["error"]["code"] == "worker_lost"
-    time.sleep(2)
+    wait_until(lambda: webhook_delivered(redis, token), "the webhook's delivery job to finish")
     assert len(receiver.calls) == 1
 
 
 def test_jobs_survive_a_storage_outage(make_stack):
-    stack, api = make_stack(workers=1)
-    tokens = [api.submit(image_bytes((300, 200)), width=50) for _ in range(5)]
+    """Jobs attempted while storage is down fail as storage_unavailable, are scheduled for a retry
+    (not ended), and all succeed once storage is back."""
+    stack, api = make_stack(workers=1, supervise=False)
+    settings, redis, _ = clients(stack)
+    assert settings.job_retries >= 2
+    # The worker is stopped while the jobs are accepted (the API needs storage for that), so
+    # none can run before storage goes down: every first attempt meets the outage.
+    stack.stop_proc("worker-1")
+    # distinct images: identical submits would share one job (resizer/reuse.py), the others waiting on it
+    tokens = [api.submit(image_bytes((300, 200 + i)), width=50) for i in range(3)]
     stack.stop_proc("s3")
-    time.sleep(1.5)  # jobs fail against the dead storage and are scheduled for retry
+    stack.spawn(stack.procs["worker-1"])
+
+    def attempted() -> list[Job] | None:
+        jobs = [Job.fetch(t, connection=redis) for t in tokens]
+        return jobs if all(j.retries_left is not None and j.retries_left < settings.job_retries for j in jobs) else None
+
+    for job in wait_until(attempted, "every job to fail once against the stopped storage", timeout=60):
+        assert job.meta["error"]["code"] == "storage_unavailable", job.meta
+        assert job.get_status() in (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.STARTED), job.get_status()
+    retried = int(redis.hget("resizer:metrics:jobs", "retry|storage_unavailable") or 0)
+    assert retried >= len(tokens)
+    assert not redis.hget("resizer:metrics:jobs", "success|"), "a job succeeded while storage was down"
+
     stack.spawn(stack.procs["s3"])
     for token in tokens:
         body = api.wait(token, deadline=90)
@@ -148,14 +166,16 @@ def test_api_answers_503_fast_while_storage_is_down_and_recovers(make_stack):
     stack, api = make_stack(workers=1)
     stack.stop_proc("s3")
     started = time.monotonic()
-    r = api.post({"imageData": __import__("base64").b64encode(image_bytes()).decode()})
+    r = api.post({"imageData": base64.b64encode(image_bytes()).decode()})
+    elapsed = time.monotonic() - started
     assert r.status_code == 503 and r.json()["error"]["code"] == "service_unavailable"
-    assert r.headers["Retry-After"] and time.monotonic() - started < 5
+    assert r.headers["Retry-After"]
+    assert elapsed < 5, f"the API took {elapsed:.1f} s to answer while storage was down"
     ready = api.http.get(f"{api.base}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "ok"
     assert ready.json()["checks"]["storage"].startswith("unreachable")
     stack.spawn(stack.procs["s3"])
-    time.sleep(0.5)
+    wait_until(lambda: is_ready(api), "/readyz to answer 200 again")
     assert api.wait(api.submit(image_bytes()))["status"] == "SUCCESS"
 
 
@@ -165,7 +185,7 @@ def test_redis_outage_gives_fast_503s_and_everything_recovers_without_restarts(m
     assert api.wait(token)["status"] == "SUCCESS"
     api_pid, worker_pid = stack.procs["api"].pid, stack.procs["worker-1"].pid
     stack.stop_proc("redis")
-    for request in (lambda: api.post({"imageData": __import__("base64").b64encode(image_bytes()).decode()}),
+    for request in (lambda: api.post({"imageData": base64.b64encode(image_bytes()).decode()}),
                     lambda: api.status(token)):
         started = time.monotonic()
         r = request()
@@ -176,7 +196,7 @@ def test_redis_outage_gives_fast_503s_and_everything_recovers_without_restarts(m
     ready = api.http.get(f"{api.base}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unreachable")
     stack.spawn(stack.procs["redis"])
-    time.sleep(0.5)
+    wait_until(lambda: is_ready(api), "/readyz to answer 200 again")
     # same API and worker processes, working again
     assert api.wait(api.submit(image_bytes()), deadline=60)["status"] == "SUCCESS"
     assert api.status(token).json()["status"] == "SUCCESS"
@@ -204,7 +224,7 @@ def test_status_outlives_the_queue_record(make_stack):
 def test_idempotency_key_over_http(make_stack):
     stack, api = make_stack(workers=1)
     _, redis, _ = clients(stack)
-    payload = {"imageData": __import__("base64").b64encode(image_bytes()).decode(), "width": 20}
+    payload = {"imageData": base64.b64encode(image_bytes()).decode(), "width": 20}
     first = api.post(payload, headers={"Idempotency-Key": "abc"})
     second = api.post(payload, headers={"Idempotency-Key": "abc"})
     assert first.status_code == second.status_code == 202
@@ -226,7 +246,7 @@ def test_job_time_limit_fails_the_job_and_the_worker_keeps_serving(make_stack, s
 def test_sigterm_is_a_warm_shutdown(make_stack, slow_png):
     stack, api = make_stack(workers=1, supervise=False)
     token = api.submit(slow_png, **SLOW)
-    wait_status(api, token, "IN_PROGRESS")
+    api.wait_status(token, "IN_PROGRESS")
     stack.procs["worker-1"].popen.send_signal(signal.SIGTERM)
     code = stack.procs["worker-1"].popen.wait(timeout=60)
     assert code == 0
@@ -247,7 +267,7 @@ def test_originals_are_removed_when_jobs_end(make_stack):
 
 def test_workers_are_recycled_after_max_jobs_without_losing_any(make_stack):
     stack, api = make_stack(workers=1, WORKER_MAX_JOBS=2)
-    tokens = [api.submit(image_bytes((120, 90)), width=30) for _ in range(5)]
+    tokens = [api.submit(image_bytes((120, 90 + i)), width=30) for i in range(5)]  # distinct: each one is work
     for token in tokens:
         assert api.wait(token, deadline=60)["status"] == "SUCCESS"
     assert stack.procs["worker-1"].restarts >= 2  # exited cleanly after 2 jobs, twice, and came back
