@@ -39,14 +39,15 @@ class Service:
 
 
 def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | None = None,
-               storage: Storage | None = None) -> Flask:
+               storage: Storage | None = None, waiter: redis.Redis | None = None) -> Flask:
+    """``waiter``: the Redis client that long polls block on (default: a new one with a long timeout)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.json.sort_keys = False
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
-    register_service(app, settings, redis_client, storage)
+    register_service(app, settings, redis_client, storage, waiter)
     register_request_hooks(app)
     register_security(app, settings)
     register_metrics(app, settings, app.extensions["resizer"].redis)
@@ -55,14 +56,14 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     return app
 
 
-def register_service(app: Flask, settings: Settings, redis_client, storage) -> None:
+def register_service(app: Flask, settings: Settings, redis_client, storage, waiter=None) -> None:
     redis_client = redis_client or make_redis(settings, socket_timeout=3.0)
     # The API must answer fast when storage is down: one short attempt, then 503.
     storage = storage or Storage(settings, connect_timeout=1.0, read_timeout=10.0)
     # Long polls may hold all but two of a process's threads (gunicorn's WEB_THREADS):
     # two stay free for uploads whatever the number of waiting clients.
     max_waiters = int(os.environ.get("WEB_THREADS", "8")) - 2
-    jobs = Jobs(settings, redis_client, storage, max_waiters=max_waiters)
+    jobs = Jobs(settings, redis_client, storage, max_waiters=max_waiters, waiter=waiter)
     app.extensions["resizer"] = Service(settings, redis_client, storage, jobs)
 
 

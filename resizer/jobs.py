@@ -250,8 +250,9 @@ class Jobs:
                 return self._render(token, record)
         if state is None:
             return self._without_job(token, tenant)
-        meta = self._serializer.loads(meta) if meta else {}
-        if meta.get("tenant", DEFAULT_TENANT) != tenant:
+        meta = self._serializer.loads(meta) if meta else None
+        if not meta or meta.get("tenant", DEFAULT_TENANT) != tenant:
+            # another owner's job, or a partial hash (RQ writing to a job Redis had lost): ask storage
             return self._without_job(token, tenant)
         try:
             status = records.STATUS.get(JobStatus(state.decode()), "PENDING")
@@ -264,6 +265,10 @@ class Jobs:
                 raise ServiceUnavailable("The job's results are not readable right now.")
             return self._render(token, record)
         if status == "FAILURE":
+            if not meta.get("error"):  # no error noted on RQ's job: the durable record knows better
+                record = records.read_durable(self.storage, tenant, token, rebuild=False)
+                if record is not None:
+                    return self._render(token, record)
             body["error"] = meta.get("error") or records.WORKER_LOST
             body["finished_at"] = isoformat(str_to_date(ended.decode())) if ended else None
         body["created_at"] = isoformat(str_to_date(created.decode())) if created else None

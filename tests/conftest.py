@@ -111,10 +111,14 @@ def fake_redis(fake_redis_server):
 
 
 @pytest.fixture
-def app(settings, s3, fake_redis):
+def app(settings, s3, fake_redis, fake_redis_server):
+    import fakeredis
+
     from resizer.app import create_app
 
-    return create_app(settings, redis_client=fake_redis, storage=s3)
+    # long polls block on their own client, on the same fake server (so a publish wakes them)
+    return create_app(settings, redis_client=fake_redis, storage=s3,
+                      waiter=fakeredis.FakeRedis(server=fake_redis_server))
 
 
 @pytest.fixture

@@ -330,16 +330,9 @@ def test_json_nested_deeper_than_the_parser_goes_is_a_client_error(client, where
 
 
 @pytest.fixture
-def long_poll(app, fake_redis_server):
-    """The app's job service with its own long-poll client on the same fake Redis (``Jobs(waiter=...)``).
-
-    ``create_app`` has no parameter for it: without this the waiter would be a client of REDIS_URL.
-    """
-    import fakeredis
-
-    jobs = app.extensions["resizer"].jobs
-    jobs.waiter = fakeredis.FakeRedis(server=fake_redis_server)
-    return jobs
+def long_poll(app):
+    """The app's job service; its long-poll client (``create_app(waiter=...)``) is on the same fake Redis."""
+    return app.extensions["resizer"].jobs
 
 
 def test_long_poll_returns_as_soon_as_the_result_is_published(client, fake_redis, long_poll):
