@@ -348,7 +348,8 @@ def _redact(url: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Redis, S3, workers, the API and rq-dashboard locally.")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2)))
+    # two per core: a worker waits on storage and Redis for much of a small job
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2 * (os.cpu_count() or 1))))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)))
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", 9000)))
     parser.add_argument("--dashboard-port", type=int, default=int(os.environ.get("DASHBOARD_PORT", 9181)))
