@@ -75,11 +75,15 @@ def _json_error(sock, status_int, reason, mesg):
 
     from gunicorn.util import write_nonblock
 
-    code = {414: "uri_too_long"}.get(status_int, "invalid_request" if status_int < 500 else "internal_error")
-    message = f"{reason}: {mesg}." if status_int < 500 else "Something went wrong on our side; please try again later."
+    from resizer import errors  # the one error family: codes and messages come from there
+
     if status_int == 414:
-        message = f"The URL is too long ({mesg}); send options in the request body instead."
-    body = json.dumps({"success": False, "error": {"code": code, "message": message}})
+        error = errors.UriTooLong(f"The URL is too long ({mesg}); send options in the request body instead.")
+    elif status_int < 500:
+        error = errors.InvalidRequest(f"{reason}: {mesg}.")
+    else:
+        error = errors.InternalError()
+    body = json.dumps({"success": False, "error": error.to_dict()})
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n\r\n")
     write_nonblock(sock, (head + body).encode("latin-1", "replace"))

@@ -27,6 +27,8 @@ DEV_S3_SECRET_KEY = "resizer-dev-secret-key"
 
 # What a tenant (API key owner) may be called: it becomes a storage prefix.
 TENANT_PATTERN = r"[a-z0-9_-]{1,32}"
+# The tenant of every request when no API keys are configured.
+DEFAULT_TENANT = "public"
 
 
 class SettingsError(ValueError):

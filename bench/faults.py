@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import os
-import random
 import shutil
 import signal
 import sys

@@ -14,6 +14,7 @@ from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
 from .destinations import check_destination
+from .security import tenant as current_tenant
 from .watermarks import check_names as check_watermarks
 
 log = logging.getLogger("resizer.api")
@@ -36,13 +37,13 @@ def submit() -> tuple[Response, int]:
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
     if spec.callback_url:
         check_destination(spec.callback_url, settings)
-    marks = check_watermarks(svc.storage, g.get("tenant", "public"), spec)
+    marks = check_watermarks(svc.storage, current_tenant(), spec)
     content_type = inspect(upload.data, settings.max_input_pixels)
     submission = svc.jobs.submit(
         upload.data,
         content_type,
         spec,
-        tenant=g.get("tenant", "public"),
+        tenant=current_tenant(),
         idempotency_key=_idempotency_key(request.headers.get("Idempotency-Key")),
         request_id=g.get("request_id"),
         watermarks=marks,
@@ -60,7 +61,7 @@ def submit() -> tuple[Response, int]:
 @bp.get("/api/v1/resize/<token>")
 def status(token: str) -> Response:
     jobs = _service().jobs
-    tenant = g.get("tenant", "public")
+    tenant = current_tenant()
     raw_wait = request.args.get("wait")
     # Without ?wait=, an unfinished job's status is still held briefly (STATUS_HOLD_MS) for its end:
     # a client that polls every few milliseconds then makes a few requests per job, not dozens.

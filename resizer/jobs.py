@@ -27,7 +27,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import resolve_serializer
 from rq.utils import str_to_date
 
-from settings import Settings
+from settings import DEFAULT_TENANT, Settings
 
 from . import durability, endings, originals, records, reuse
 from .clock import isoformat, utcnow
@@ -35,7 +35,7 @@ from .connections import make_redis
 from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
 from .queueing import enqueue_resize
-from .records import DEFAULT_TENANT
+
 from .storage import Storage, original_key
 
 log = logging.getLogger(__name__)

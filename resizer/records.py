@@ -26,6 +26,8 @@ import redis
 from PIL import Image
 from rq.job import JobStatus
 
+from settings import DEFAULT_TENANT
+
 from .clock import isoformat, utcnow
 from .errors import WorkerLost
 from .storage import Storage, manifest_key, original_key, output_prefix
@@ -34,7 +36,6 @@ RECORD_META = "record"  # x-amz-meta-record on each output of a success
 MAX_PACKED = 1800  # S3 allows 2 KB of user metadata in all
 RESULT_PREFIX = "resizer:result:"
 DONE_PREFIX = "resizer:done:"
-DEFAULT_TENANT = "public"
 # The error of a failed job that recorded none: its worker died on every attempt.
 WORKER_LOST = WorkerLost().to_dict()
 

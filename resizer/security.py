@@ -19,7 +19,7 @@ import sys
 from flask import Flask, g, request
 from flask_limiter import Limit, Limiter
 
-from settings import TENANT_PATTERN, Settings
+from settings import DEFAULT_TENANT, TENANT_PATTERN, Settings
 
 from .errors import Unauthorized
 
@@ -30,12 +30,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def tenant() -> str:
+    """The owner of the current request (its API key's tenant)."""
+    return g.get("tenant", DEFAULT_TENANT)
+
+
 def register_security(app: Flask, settings: Settings) -> None:
     digests = list(settings.api_key_hashes().items())
 
     @app.before_request
     def _authenticate() -> None:
-        g.tenant = "public"
+        g.tenant = DEFAULT_TENANT
         if not digests or not request.path.startswith(PROTECTED_PREFIX) or request.method == "OPTIONS":
             return
         header = request.headers.get("Authorization", "")

@@ -13,11 +13,12 @@ import hashlib
 import io
 import re
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
 from .errors import CorruptImage, InvalidParameter, NotFound, UnsupportedMediaType
 from .imaging import JobSpec, WatermarkLimits, inspect_watermark
+from .security import tenant as current_tenant
 from .storage import Storage
 
 NAME = re.compile(r"[a-z0-9_-]{1,32}")
@@ -89,7 +90,7 @@ def put(name: str) -> tuple[Response, int]:
     settings = current_app.extensions["resizer"].settings
     width, height = inspect_watermark(data, WatermarkLimits(settings.watermark_max_bytes,
                                                             settings.watermark_max_pixels))
-    tenant = g.get("tenant", "public")
+    tenant = current_tenant()
     storage, stored_key = _storage(), key(tenant, name)
     replaced = storage.head(stored_key) is not None
     if not replaced and sum(1 for _ in storage.list(key(tenant, ""))) >= MAX_MARKS:
@@ -102,7 +103,7 @@ def put(name: str) -> tuple[Response, int]:
 
 @bp.get("/api/v1/watermarks")
 def list_() -> Response:
-    storage, prefix = _storage(), key(g.get("tenant", "public"), "")
+    storage, prefix = _storage(), key(current_tenant(), "")
     marks = []
     for stored_key, _modified in storage.list(prefix):
         name = stored_key[len(prefix):]
@@ -116,7 +117,7 @@ def list_() -> Response:
 @bp.delete("/api/v1/watermarks/<name>")
 def delete(name: str) -> tuple[str, int]:
     name = _name(name)
-    storage, stored_key = _storage(), key(g.get("tenant", "public"), name)
+    storage, stored_key = _storage(), key(current_tenant(), name)
     if storage.head(stored_key) is None:
         raise NotFound(f"There is no watermark named '{name}' for this API key.")
     storage.delete(stored_key)
