@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     backlog_jobs = args.backlog_jobs or (50 if smoke else 3000)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}", "smoke": smoke,
+                     "ours_config": f"{args.ours_workers} workers, "
+                                    + ("the shared Redis" if args.ours_redis_fsync == "shared"
+                                       else f"its own Redis with appendfsync {args.ours_redis_fsync}"),
                      "argv": sys.argv[1:] if argv is None else argv,
                      "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
     say(f"load average before the run: {results['loadavg']} (other work on the machine skews every figure)")
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             # each is registered before it starts, so one that fails half-way is stopped too
             if need_ours:
                 systems["ours"] = Ours(tmp, redis_url, redis_pid, workers=args.ours_workers,
-                                       redis_fsync=args.ours_redis_fsync)
+                                       redis_fsync=None if args.ours_redis_fsync == "shared" else args.ours_redis_fsync)
             if "original" in args.systems and ("e2e" in phases or "backlog" in phases):
                 systems["original"] = Original(tmp, redis_url, redis_pid)
             if "thumbor" in args.systems and "e2e" in phases:
@@ -246,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                     if name in systems:
                         say(f"Redis memory under a backlog of {backlog_jobs} jobs ({name})...")
                         results["backlog"].append(backlog(systems[name], Client(systems[name].base),
-                                                          redis_url, images["1024x768 JPEG"], backlog_jobs))
+                                                          getattr(systems[name], "redis_url", redis_url),
+                                                          images["1024x768 JPEG"], backlog_jobs))
             if ours is not None and "soak" in phases:
                 say(f"soak: {soak_jobs} jobs while workers are killed at random (ours)...")
                 results["soak"] = soak(ours.stack, Client(ours.base), images["2.8 MP JPEG"], soak_jobs,

@@ -77,6 +77,7 @@ class Ours:
         self.stack.run_supervisor(interval=0.2)
         if "redis" in self.stack.procs:
             self.redis_pid = self.stack.procs["redis"].pid
+        self.redis_url = self.stack.env["REDIS_URL"]  # its own, or the shared one
         return self
 
     def stop(self) -> None:

@@ -3,8 +3,7 @@ and the soak with workers killed at random."""
 
 from __future__ import annotations
 
-import base64
-import json
+import os
 import random
 import signal
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.load import CLIENTS, Client, pct
+from bench.load import CLIENTS, UNIQUE, Client, pct, unique_json
 
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
@@ -23,7 +22,8 @@ def post_latency(client: Client, data: bytes, count: int) -> dict:
     """POSTs only (no polling), from CLIENTS threads, while the workers chew on what was queued."""
     times = []
     with ThreadPoolExecutor(CLIENTS) as pool:
-        for _, elapsed in tqdm(pool.map(lambda _: client.post_raw(data, {"width": 100}), range(count)), total=count,
+        for _, elapsed in tqdm(pool.map(lambda _: client.post_raw(data + os.urandom(UNIQUE), {"width": 100}),
+                                        range(count)), total=count,
                                desc="POST latency (2 MB)", leave=False):
             times.append(elapsed)
     return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "bytes": len(data), "count": count}
@@ -85,14 +85,14 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        body = json.dumps({"imageData": base64.b64encode(data).decode()}).encode()
+        unique = unique_json(data, {})
         rejected: list[str] = []
 
         def submit(_) -> str | None:
             try:
                 if system.name == "original":
-                    return client.post_json(body)[0]
-                return client.post_raw(data, OPTS["100x100"])[0]
+                    return client.post_json(unique())[0]
+                return client.post_raw(data + os.urandom(UNIQUE), OPTS["100x100"])[0]
             except Exception as exc:  # a service that refuses work past a limit is an answer, not a crash
                 rejected.append(str(exc)[:200])
                 return None
@@ -164,7 +164,8 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
 
     threading.Thread(target=killer, daemon=True).start()
     with ThreadPoolExecutor(CLIENTS) as pool:
-        for token, _ in tqdm(pool.map(lambda _: client.post_raw(data, {"width": 64}), range(jobs)), total=jobs,
+        for token, _ in tqdm(pool.map(lambda _: client.post_raw(data + os.urandom(UNIQUE), {"width": 64}), range(jobs)),
+                             total=jobs,
                              desc="soak: submitting", leave=False):
             tokens.append(token)
             accepted += 1

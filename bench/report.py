@@ -104,7 +104,9 @@ def markdown(results: dict) -> str:
                  f" before the run, {results.get('cpu_reference_ms_after', float('nan')):.0f} ms after.")
     load = f" Load average before the run: {results['loadavg']}." if "loadavg" in results else ""
     lines = [f"## Benchmark run {results['when']}", "",
-             f"{results['machine']}; 2 workers per system, {CLIENTS} concurrent clients.{speed}{load}",
+             f"{results['machine']}; ours: {results.get('ours_config', '2 workers')} (two per core hide its storage "
+             f"and Redis round trips); the original: 2 Celery worker processes; thumbor: 2 processes; "
+             f"{CLIENTS} concurrent clients.{speed}{load}",
              f"Peers: {results.get('peers', '—')}.", ""]
     if results.get("kernel"):
         lines += ["### Kernel: decode + resize + encode (one process)", "",
