@@ -34,6 +34,7 @@ import requests  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.images import jpeg, png  # noqa: E402
+from bench.load import unique_json  # noqa: E402
 from resizer.local import Stack, free_port, port_open, wait_for  # noqa: E402
 
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--identical", action="store_true", help="submit the same three images again and again")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="faults-"))
@@ -106,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     stack.run_supervisor(interval=0.2)
     base = f"http://127.0.0.1:{stack.port}"
     images = [png(1, 1), jpeg(320, 240, quality=85, seed=1), jpeg(1024, 768, quality=85, seed=2)]
-    bodies = [json.dumps({"imageData": base64.b64encode(d).decode(), "width": 64}) for d in images]
+    # Unique uploads by default (random bytes after the image's end): with --identical, the same three
+    # images again and again, so reuse of identical work and its followers are broken too.
+    if args.identical:
+        bodies = [lambda b=json.dumps({"imageData": base64.b64encode(d).decode(), "width": 64}).encode(): b
+                  for d in images]
+    else:
+        bodies = [unique_json(d, {"width": 64}) for d in images]
     local = threading.local()
     tokens: list[str] = []
     gave_up = 0
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     def submit(i: int) -> None:
         nonlocal gave_up
         key = str(uuid.uuid4())
-        body = bodies[i % len(bodies)]
+        body = bodies[i % len(bodies)]()
         for attempt in range(120):  # a careful client: same key, retry on 503 / connection errors
             try:
                 r = session().post(f"{base}/api/v1/resize", data=body, timeout=15,

@@ -96,7 +96,10 @@ class Jobs:
                 earlier_token, earlier_fingerprint = earlier.split(" ", 1)
                 if earlier_fingerprint != fingerprint:
                     raise IdempotencyConflict()
-                return Submission(earlier_token, created=False)
+                if self._known(earlier_token, tenant) or not self._take_over(idem, earlier, f"{token} {fingerprint}"):
+                    return Submission(earlier_token, created=False)
+                # The submit that claimed the key never got its job stored (its process died, or storage
+                # failed and the claim was not given back): a 202 for that token would be a job that never ends.
         spec_dict = spec.to_dict()
         durable = self.durability()
         print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
@@ -225,6 +228,29 @@ class Jobs:
         if earlier is None:  # expired between the two calls
             return self._claim(key, value)
         return earlier.decode()
+
+    def _known(self, token: str, tenant: str) -> bool:
+        """Does the job exist anywhere: in Redis (queued, running, ended) or in storage (waiting, ended)?"""
+        if self.redis.exists(Job.key_for(token), records.RESULT_PREFIX + token):
+            return True
+        waiting = originals.waiting(self.storage, token)
+        return (waiting is not None and waiting.tenant == tenant) or \
+            records.read_durable(self.storage, tenant, token, rebuild=False) is not None
+
+    def _take_over(self, key: str, expected: str, value: str) -> bool:
+        """Replace ``key``'s value if it is still ``expected`` (compare-and-set); False if it moved."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                current = pipe.get(key)
+                if current is not None and current.decode() != expected:
+                    return False
+                pipe.multi()
+                pipe.set(key, value, ex=self.settings.idempotency_ttl)
+                pipe.execute()
+                return True
+            except redis.exceptions.WatchError:
+                return False
 
     def _release(self, key: str) -> None:
         try:
