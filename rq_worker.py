@@ -36,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     from resizer.logs import configure_logging
 
     configure_logging(settings, "worker")
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)  # batch work yields the CPU to the API's requests
     context()  # build storage clients and load Pillow now, not in the first job
     connection = make_redis(settings, socket_timeout=None)
     ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval

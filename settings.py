@@ -83,9 +83,6 @@ class Settings:
     # A worker runs jobs in its own process (no fork per job); it exits after
     # this many jobs and is restarted, so a leak in one job cannot grow forever.
     worker_max_jobs: int = 1000
-    # Workers run at this nice level (0-19): when the CPU is saturated, the API (uploads, status)
-    # is served first, so its latency stays low while the backlog is worked through.
-    worker_nice: int = 10
     # Logging
     log_level: str = "INFO"
     log_format: str = "text"
@@ -231,7 +228,6 @@ _INT_RANGES = {
     "redis_originals_budget": (0, 1 << 40),
     "trusted_proxies": (0, 5),
     "worker_max_jobs": (0, 10_000_000),
-    "worker_nice": (0, 19),
     "webhook_timeout": (1, 30),
 }
 
