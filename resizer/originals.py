@@ -21,6 +21,7 @@ reaper once the job has ended.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,18 +50,60 @@ class Waiting:
     content_type: str
 
 
-def envelope(data: bytes, content_type: str, tenant: str, spec: dict[str, Any], request_id: str | None) -> bytes:
+def _head(content_type: str, tenant: str, spec: dict[str, Any], request_id: str | None) -> bytes:
     header = json.dumps({"tenant": tenant, "spec": spec, "request_id": request_id, "content_type": content_type},
                         separators=(",", ":")).encode()
     if len(MAGIC) + len(header) + 1 > MAX_HEADER:
         raise ValueError(f"job arguments too large for the original's envelope ({len(header)} bytes)")
-    return b"".join((MAGIC, header, b"\n", data))
+    return MAGIC + header + b"\n"
+
+
+def envelope(data: bytes, content_type: str, tenant: str, spec: dict[str, Any], request_id: str | None) -> bytes:
+    return _head(content_type, tenant, spec, request_id) + data
 
 
 def stash(storage: Storage, token: str, data: bytes, content_type: str, tenant: str, spec: dict[str, Any],
           request_id: str | None) -> None:
-    storage.put(original_key(token), envelope(data, content_type, tenant, spec, request_id),
+    # Streamed: the envelope is never a second copy of a (possibly 40 MB) upload in the API's memory.
+    storage.put(original_key(token), _Chain(_head(content_type, tenant, spec, request_id), data),
                 "application/octet-stream")
+
+
+class _Chain(io.RawIOBase):
+    """Two byte strings read as one seekable file, without joining them."""
+
+    def __init__(self, first: bytes, second: bytes):
+        self._parts = (memoryview(first), memoryview(second))
+        self._size = len(first) + len(second)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        first, second = self._parts
+        out, done = memoryview(buffer).cast("B"), 0
+        while done < len(out) and self._pos < self._size:
+            part, at = (first, self._pos) if self._pos < len(first) else (second, self._pos - len(first))
+            n = min(len(out) - done, len(part) - at)
+            out[done:done + n] = part[at:at + n]
+            done += n
+            self._pos += n
+        return done
+
+    def __len__(self) -> int:
+        return self._size
 
 
 def reserve(connection: redis.Redis, size: int, budget: int) -> bool:

@@ -24,6 +24,8 @@ class FakeStorage:
 
     def put(self, key, data, content_type, cache_control=None, metadata=None):
         self._check("put", key)
+        if hasattr(data, "read"):  # a file-like body, as boto3 takes
+            data = data.read()
         self.objects[key] = (bytes(data), content_type, {k.lower(): v for k, v in (metadata or {}).items()})
         self.modified[key] = datetime.now(timezone.utc)
 

@@ -106,3 +106,15 @@ def test_the_meter_is_corrected_from_the_keys(real_redis):
     real_redis.set(originals.REDIS_PREFIX + "a", b"12345")
     real_redis.set(originals.REDIS_BYTES, 999)  # drift: a key expired without being released
     assert originals.correct_meter(real_redis) == 5 and meter(real_redis) == 5
+
+
+def test_the_envelope_is_streamed_not_joined():
+    from resizer.originals import _Chain
+
+    body = _Chain(b"head\n", b"0123456789")
+    assert len(body) == 15 and body.read(3) == b"hea" and body.read(4) == b"d\n01"
+    body.seek(0)
+    assert body.read() == b"head\n0123456789" and body.tell() == 15
+    storage = FakeStorage()
+    originals.stash(storage, "t", b"\x89PNG...", "image/png", "acme", {"outputs": []}, None)
+    assert originals.fetch(storage, "t") == (b"\x89PNG...", "storage")
