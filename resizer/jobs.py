@@ -29,8 +29,8 @@ from rq.utils import str_to_date
 
 from settings import DEFAULT_TENANT, Settings
 
-from . import durability, endings, originals, records, reuse
-from .clock import isoformat, utcnow
+from . import durability, originals, records, reuse
+from .clock import isoformat
 from .connections import make_redis
 from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
@@ -178,36 +178,10 @@ class Jobs:
             raise
 
     def _earlier(self, earlier: str, tenant: str) -> tuple[str, dict[str, Any] | None]:
-        """What became of the job that holds a fingerprint: succeeded (its record), running, or gone.
-
-        The claim is taken before the first job is stored and queued; a job that is not
-        in Redis yet may still be on its way, so it is given a few seconds to appear.
-        """
-        deadline = time.monotonic() + REUSE_WAIT
-        while True:
-            record = records.read_result(self.redis, earlier, tenant)
-            if record is not None:
-                break
-            state = self.redis.hget(Job.key_for(earlier), "status")
-            if state is not None:
-                if state.decode() not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED,
-                                          JobStatus.FINISHED):
-                    return "running", None
-                break
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        if record is None:
-            record = records.read_durable(self.storage, tenant, earlier)
-        if record is not None and record.get("status") == "SUCCESS":
-            return "succeeded", record
-        return "gone", None
+        return reuse.state_of(self.redis, self.storage, earlier, tenant, REUSE_WAIT)
 
     def _end_reused(self, token: str, tenant: str, spec: JobSpec, earlier: dict[str, Any]) -> None:
-        """The same work was done and its outputs are kept: this job ends now, with them."""
-        now = isoformat(utcnow())
-        endings.end(self._recorder, None, token, tenant, spec.callback_url, reuse.reused(earlier, now, now),
-                    original="none", connection=self.redis)
+        reuse.end_reused(self._recorder, self.redis, token, tenant, spec.callback_url, earlier)
 
     def _wait_for_disk(self, durable: durability.Durability) -> None:
         """WAITAOF: answer 202 only once the job is fsynced (and on a replica's disk when there is one)."""

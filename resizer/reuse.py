@@ -19,12 +19,17 @@ import json
 from typing import Any
 
 import logging
+import time
 
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
 from settings import Settings
+
+from . import endings, records
+from .clock import isoformat, utcnow
+from .storage import Storage
 
 log = logging.getLogger("resizer.reuse")
 ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
@@ -98,6 +103,41 @@ def release_follower(queue: Queue, token: str) -> bool:
     queue.enqueue_job(job)
     log.info("job %s: the job it follows has ended; queued it", token)
     return True
+
+
+def state_of(connection: redis.Redis, storage: Storage, earlier: str, tenant: str,
+             wait: float) -> tuple[str, dict[str, Any] | None]:
+    """What became of the job that holds a fingerprint: "succeeded" (with its record), "running", or "gone".
+
+    The claim is taken before the first job is stored and queued; a job that is not
+    in Redis yet may still be on its way, so it is given ``wait`` seconds to appear.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        record = records.read_result(connection, earlier, tenant)
+        if record is not None:
+            break
+        state = connection.hget(Job.key_for(earlier), "status")
+        if state is not None:
+            if state.decode() not in ENDED:
+                return "running", None
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if record is None:
+        record = records.read_durable(storage, tenant, earlier)
+    if record is not None and record.get("status") == "SUCCESS":
+        return "succeeded", record
+    return "gone", None
+
+
+def end_reused(recorder: endings.WorkerContext, connection: redis.Redis, token: str, tenant: str,
+               callback_url: str | None, earlier: dict[str, Any]) -> None:
+    """The same work was done and its outputs are kept: ``token``'s job ends now, with them."""
+    now = isoformat(utcnow())
+    endings.end(recorder, None, token, tenant, callback_url, reused(earlier, now, now), original="none",
+                connection=connection)
 
 
 def reused(record: dict[str, Any], created_at: str | None, finished_at: str | None) -> dict[str, Any]:
