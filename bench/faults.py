@@ -34,7 +34,7 @@ import requests  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.images import jpeg, png  # noqa: E402
-from bench.load import unique_json  # noqa: E402
+from bench.load import await_endings, unique_json  # noqa: E402
 from resizer.local import Stack, free_port, port_open, wait_for  # noqa: E402
 
 
@@ -170,31 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(args.clients) as pool:
             list(tqdm(pool.map(submit, range(args.jobs)), total=args.jobs, desc="submitting under faults"))
         faults.finished.wait()
-        ended: dict[str, str] = {}
-        pending = list(tokens)
-        deadline = time.monotonic() + 900
-        bar = tqdm(total=len(tokens), desc="waiting for every accepted job")
-        while pending and time.monotonic() < deadline:
-            still = []
-            for token in pending:
-                try:
-                    r = session().get(f"{base}/api/v1/resize/{token}?wait=0", timeout=15)
-                except requests.RequestException:
-                    still.append(token)
-                    continue
-                if r.status_code == 404:
-                    lost[token] = "404"
-                elif r.status_code == 200 and r.json()["status"] in ("SUCCESS", "FAILURE"):
-                    ended[token] = r.json()["status"]
-                    bar.update()
-                else:
-                    still.append(token)
-            pending = still
-            if pending:
-                time.sleep(1)
-        bar.close()
-        for token in pending:
-            lost[token] = "never ended"
+        ended, found_lost = await_endings(
+            lambda token: session().get(f"{base}/api/v1/resize/{token}?wait=0", timeout=15), tokens, 900,
+            "waiting for every accepted job")
+        lost.update(found_lost)
         result = {
             "jobs": args.jobs, "accepted": len(tokens), "client_gave_up": gave_up,
             "succeeded": sum(1 for s in ended.values() if s == "SUCCESS"),

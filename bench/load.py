@@ -200,3 +200,39 @@ def run_load(job: Callable[[], bool], roles: Callable[[], dict[str, list[int]]],
             "errors": sorted(set(errors))[:3], "p50_ms": pct(latencies, 50) * 1000,
             "p95_ms": pct(latencies, 95) * 1000, "p99_ms": pct(latencies, 99) * 1000,
             "cpu_ms_per_job": per_job_ms(window["cpu"], done)}
+
+
+def await_endings(get: Callable[[str], requests.Response], tokens: list[str], seconds: float,
+                  desc: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Poll every token until it ends: ({token: SUCCESS|FAILURE}, {token: "404" | "never ended"}).
+
+    ``get(token)`` answers the token's status.  Each sweep goes in submission order and stops at the first
+    job still running (a queue is roughly first in, first out), so waiting does not itself load the
+    service; an answer that is not a status (a 503, a dropped connection) counts as still running.
+    """
+    ended: dict[str, str] = {}
+    lost: dict[str, str] = {}
+    pending = list(tokens)
+    deadline = time.monotonic() + seconds
+    with tqdm(total=len(tokens), desc=desc, leave=False, unit="job") as bar:
+        while pending and time.monotonic() < deadline:
+            still: list[str] = []
+            for i, token in enumerate(pending):
+                try:
+                    r = get(token)
+                    status = r.json().get("status") if r.status_code == 200 else None
+                except (requests.RequestException, ValueError):
+                    r, status = None, None
+                if r is not None and r.status_code == 404:
+                    lost[token] = "404"
+                elif status in ("SUCCESS", "FAILURE"):
+                    ended[token] = status
+                else:
+                    still = pending[i:]
+                    break
+                bar.update()
+            if len(still) == len(pending):
+                time.sleep(0.5)
+            pending = still
+    lost.update({token: "never ended" for token in pending})
+    return ended, lost

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.load import CLIENTS, UNIQUE, Client, pct, unique_json
+from bench.load import CLIENTS, UNIQUE, Client, await_endings, pct, unique_json
 
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
@@ -104,7 +104,11 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
     finally:
         system.start_workers()
     start = time.perf_counter()
-    outcome = wait_all(client, tokens, f"backlog ({system.name}): draining")
+    ended, lost = await_endings(
+        lambda token: client.http.get(f"{client.base}/api/v1/resize/{token}", params={"wait": 0}, timeout=60),
+        tokens, 600, f"backlog ({system.name}): draining")
+    outcome = {"succeeded": sum(1 for s in ended.values() if s == "SUCCESS"),
+               "failed": sum(1 for s in ended.values() if s == "FAILURE"), "lost": len(lost)}
     drained = time.perf_counter() - start
     stop.set()
     sampler.join()
@@ -114,34 +118,6 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
             "image_bytes": len(data), "used_before_mb": before / mb,
             "used_mb": queued / mb, "peak_mb": peak / mb, "bytes_per_job": (peak - before) / max(len(tokens), 1),
             "redis_peak_since_start_mb": redis.info("memory")["used_memory_peak"] / mb, "drain_s": drained, **outcome}
-
-
-def wait_all(client: Client, tokens: list[str], desc: str, timeout: float = 600) -> dict:
-    """Until every job has ended: checks them in submission order, each sweep stopping at the first one still
-    running (a queue is roughly first in, first out), so waiting does not itself load the service."""
-    outcome = {"succeeded": 0, "failed": 0}
-    pending = list(tokens)
-    deadline = time.time() + timeout
-    with tqdm(total=len(tokens), desc=desc, leave=False, unit="job") as bar:
-        while pending and time.time() < deadline:
-            still = []
-            for i, token in enumerate(pending):
-                try:
-                    status = client.status(token)["status"]
-                except Exception:  # an answer that is not a status (e.g. a 503): ask again on the next sweep
-                    status = None
-                if status == "SUCCESS":
-                    outcome["succeeded"] += 1
-                elif status == "FAILURE":
-                    outcome["failed"] += 1
-                else:
-                    still = pending[i:]
-                    break
-                bar.update()
-            if len(still) == len(pending):
-                time.sleep(0.5)
-            pending = still
-    return {**outcome, "lost": len(pending)}
 
 
 # -- 7. soak ----------------------------------------------------------------------------------------
@@ -169,26 +145,11 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
                              desc="soak: submitting", leave=False):
             tokens.append(token)
             accepted += 1
-    outcome = {"SUCCESS": 0, "FAILURE": 0}
-    lost = []
-    bar = tqdm(total=len(tokens), desc="soak: waiting for every job", leave=False)
-    deadline = time.time() + 600
-    pending = list(tokens)
-    while pending and time.time() < deadline:
-        still = []
-        for token in pending:
-            status = client.http.get(f"{client.base}/api/v1/resize/{token}", timeout=30).json().get("status")
-            if status in outcome:
-                outcome[status] += 1
-                bar.update()
-            else:
-                still.append(token)
-        pending = still
-        if pending:
-            time.sleep(1)
+    ended, lost = await_endings(
+        lambda token: client.http.get(f"{client.base}/api/v1/resize/{token}", params={"wait": 0}, timeout=30),
+        tokens, 600, "soak: waiting for every job")
     stop.set()
-    bar.close()
-    lost = pending
+    outcome = {status: sum(1 for s in ended.values() if s == status) for status in ("SUCCESS", "FAILURE")}
     storage = Storage(Settings.from_env(stack.env))
     duplicated = 0
     keys: dict[str, list[str]] = {}

@@ -20,3 +20,28 @@ def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> red
         health_check_interval=15,
         retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
     )
+
+
+def claim(connection: redis.Redis, key: str, value: str, seconds: int) -> str | None:
+    """Set ``key`` to ``value`` unless it holds something; what it held (None: the claim is ours)."""
+    while not connection.set(key, value, nx=True, ex=seconds):
+        earlier = connection.get(key)
+        if earlier is not None:  # else it expired between the two calls: claim again
+            return earlier.decode()
+    return None
+
+
+def compare_and_set(connection: redis.Redis, key: str, expected: str, value: str, seconds: int) -> bool:
+    """Set ``key`` to ``value`` if it still holds ``expected`` (or nothing); False if it moved meanwhile."""
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            current = pipe.get(key)
+            if current is not None and current.decode() != expected:
+                return False
+            pipe.multi()
+            pipe.set(key, value, ex=seconds)
+            pipe.execute()
+            return True
+        except redis.exceptions.WatchError:
+            return False

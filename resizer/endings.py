@@ -34,7 +34,7 @@ from .storage import Storage, original_key
 log = logging.getLogger("resizer.worker")
 
 
-class WorkerContext(Protocol):
+class Recorder(Protocol):
     """What an ending needs (a worker's context has it; the API builds one to end reused work)."""
 
     settings: Settings
@@ -42,7 +42,7 @@ class WorkerContext(Protocol):
     reaper: Reaper | None
 
 
-def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
+def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
         record: dict[str, Any], stages: dict[str, float] | None = None, original: str | None = None,
         connection: redis.Redis | None = None, durable: bool = False) -> dict[str, Any]:
     """Every ending goes through here; ``record["status"]`` is SUCCESS or FAILURE.  Returns the record.
@@ -75,7 +75,7 @@ def end(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | No
     return record
 
 
-def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None,
+def succeed(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
             record: dict[str, Any], stages: dict[str, float], original: str | None = None,
             durable: bool = False) -> dict[str, Any]:
     """End the job with its outputs (``record`` has ``variants``, times, ...)."""
@@ -83,7 +83,7 @@ def succeed(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str 
                durable=durable)
 
 
-def fail(ctx: WorkerContext, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,
+def fail(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None, error: ResizerError,
          created_at: str | None) -> dict[str, Any]:
     """End the job as FAILURE with ``error``: no retry after this."""
     log.info("job %s failed: %s: %s", token, error.code, error.message)
@@ -128,7 +128,7 @@ def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: i
         log.warning("job %s: result not published: %s", token, exc)
 
 
-def _release_original(ctx: WorkerContext, connection, token: str, where: str | None) -> None:
+def _release_original(ctx: Recorder, connection, token: str, where: str | None) -> None:
     if where in (None, "redis") and connection is not None:
         try:
             if originals.release_from_redis(connection, token):
@@ -139,7 +139,7 @@ def _release_original(ctx: WorkerContext, connection, token: str, where: str | N
         ctx.reaper.add(original_key(token))
 
 
-def _webhook(ctx: WorkerContext, connection, token: str, tenant: str, callback_url: str | None) -> None:
+def _webhook(ctx: Recorder, connection, token: str, tenant: str, callback_url: str | None) -> None:
     """Queue the completion webhook; its delivery (and retries) never runs in this job."""
     if not callback_url or connection is None:
         return

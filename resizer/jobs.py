@@ -31,7 +31,7 @@ from settings import DEFAULT_TENANT, Settings
 
 from . import durability, originals, records, reuse
 from .clock import isoformat
-from .connections import make_redis
+from .connections import claim, compare_and_set, make_redis
 from .errors import IdempotencyConflict, NotFound, ResizerError, ServiceUnavailable
 from .options import JobSpec
 from .queueing import enqueue_resize
@@ -91,12 +91,13 @@ class Jobs:
         if idempotency_key is not None:
             fingerprint = _fingerprint(image, spec)
             idem = IDEMPOTENCY_PREFIX + hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()
-            earlier = self._claim(idem, f"{token} {fingerprint}")
+            earlier = claim(self.redis, idem, f"{token} {fingerprint}", self.settings.idempotency_ttl)
             if earlier is not None:
                 earlier_token, earlier_fingerprint = earlier.split(" ", 1)
                 if earlier_fingerprint != fingerprint:
                     raise IdempotencyConflict()
-                if self._known(earlier_token, tenant) or not self._take_over(idem, earlier, f"{token} {fingerprint}"):
+                if self._known(earlier_token, tenant) or not compare_and_set(
+                        self.redis, idem, earlier, f"{token} {fingerprint}", self.settings.idempotency_ttl):
                     return Submission(earlier_token, created=False)
                 # The submit that claimed the key never got its job stored (its process died, or storage
                 # failed and the claim was not given back): a 202 for that token would be a job that never ends.
@@ -194,15 +195,6 @@ class Jobs:
         if local < 1 or replicas < durable.replicas:
             raise ServiceUnavailable("The job queue did not confirm the job is on disk in time; retry shortly.")
 
-    def _claim(self, key: str, value: str) -> str | None:
-        """Record ``value`` under ``key`` unless something is there; return what was there."""
-        if self.redis.set(key, value, nx=True, ex=self.settings.idempotency_ttl):
-            return None
-        earlier = self.redis.get(key)
-        if earlier is None:  # expired between the two calls
-            return self._claim(key, value)
-        return earlier.decode()
-
     def _known(self, token: str, tenant: str) -> bool:
         """Does the job exist anywhere: in Redis (queued, running, ended) or in storage (waiting, ended)?"""
         if self.redis.exists(Job.key_for(token), records.RESULT_PREFIX + token):
@@ -210,21 +202,6 @@ class Jobs:
         waiting = originals.waiting(self.storage, token)
         return (waiting is not None and waiting.tenant == tenant) or \
             records.read_durable(self.storage, tenant, token, rebuild=False) is not None
-
-    def _take_over(self, key: str, expected: str, value: str) -> bool:
-        """Replace ``key``'s value if it is still ``expected`` (compare-and-set); False if it moved."""
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                current = pipe.get(key)
-                if current is not None and current.decode() != expected:
-                    return False
-                pipe.multi()
-                pipe.set(key, value, ex=self.settings.idempotency_ttl)
-                pipe.execute()
-                return True
-            except redis.exceptions.WatchError:
-                return False
 
     def _release(self, key: str) -> None:
         try:
@@ -244,10 +221,9 @@ class Jobs:
             pipe.get(records.RESULT_PREFIX + token)
             pipe.hmget(Job.key_for(token), "status", "meta", "created_at", "ended_at")
             raw, (state, meta, created, ended) = pipe.execute()
-        if raw is not None:
-            record = json.loads(raw)
-            if record.pop("tenant", DEFAULT_TENANT) == tenant:
-                return self._render(token, record)
+        record = records.parse_result(raw, tenant)
+        if record is not None:
+            return self._render(token, record)
         if state is None:
             return self._without_job(token, tenant)
         meta = self._serializer.loads(meta) if meta else None

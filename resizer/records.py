@@ -67,7 +67,11 @@ def publish(connection: redis.Redis, token: str, tenant: str, record: dict[str, 
 
 def read_result(connection: redis.Redis, token: str, tenant: str) -> dict[str, Any] | None:
     """The published result of ``tenant``'s job, or None (not finished, expired, or another owner's)."""
-    raw = connection.get(RESULT_PREFIX + token)
+    return parse_result(connection.get(RESULT_PREFIX + token), tenant)
+
+
+def parse_result(raw: bytes | None, tenant: str) -> dict[str, Any] | None:
+    """A published result as read from Redis (by ``read_result``, or in the caller's pipeline)."""
     if raw is None:
         return None
     record = json.loads(raw)

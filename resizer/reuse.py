@@ -27,7 +27,7 @@ from rq.job import Job, JobStatus
 
 from settings import Settings
 
-from . import endings, records
+from . import connections, endings, records
 from .clock import isoformat, utcnow
 from .storage import Storage
 
@@ -51,10 +51,7 @@ def ttl(settings: Settings) -> int:
 
 def claim(connection: redis.Redis, print_: str, token: str, seconds: int) -> str | None:
     """Claim the fingerprint for ``token``; the token that holds it already, if any."""
-    if connection.set(PREFIX + print_, token, nx=True, ex=seconds):
-        return None
-    earlier = connection.get(PREFIX + print_)
-    return earlier.decode() if earlier is not None else claim(connection, print_, token, seconds)
+    return connections.claim(connection, PREFIX + print_, token, seconds)
 
 
 def release(connection: redis.Redis, print_: str, token: str) -> None:
@@ -68,20 +65,10 @@ def release(connection: redis.Redis, print_: str, token: str) -> None:
 
 def take_over(connection: redis.Redis, print_: str, earlier: str, token: str, seconds: int) -> str:
     """Replace ``earlier``'s claim with ``token``'s; the holder afterwards (another, if it moved first)."""
-    key = PREFIX + print_
-    with connection.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            holder = pipe.get(key)
-            if holder is not None and holder.decode() != earlier:
-                return holder.decode()
-            pipe.multi()
-            pipe.set(key, token, ex=seconds)
-            pipe.execute()
-        except redis.exceptions.WatchError:
-            holder = connection.get(key)
-            return holder.decode() if holder is not None else token
-    return token
+    if connections.compare_and_set(connection, PREFIX + print_, earlier, token, seconds):
+        return token
+    holder = connection.get(PREFIX + print_)
+    return holder.decode() if holder is not None else token
 
 
 def release_follower(queue: Queue, token: str) -> bool:
@@ -132,7 +119,7 @@ def state_of(connection: redis.Redis, storage: Storage, earlier: str, tenant: st
     return "gone", None
 
 
-def end_reused(recorder: endings.WorkerContext, connection: redis.Redis, token: str, tenant: str,
+def end_reused(recorder: endings.Recorder, connection: redis.Redis, token: str, tenant: str,
                callback_url: str | None, earlier: dict[str, Any]) -> None:
     """The same work was done and its outputs are kept: ``token``'s job ends now, with them."""
     now = isoformat(utcnow())

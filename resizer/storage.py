@@ -73,8 +73,7 @@ class Storage:
         except _Missing:
             return None
         meta = {k.lower(): v for k, v in response.get("Metadata", {}).items()}
-        return {"metadata": meta, "last_modified": response.get("LastModified"), "bytes": response.get("ContentLength"),
-                "etag": response.get("ETag", "")}
+        return {"metadata": meta, "last_modified": response.get("LastModified"), "bytes": response.get("ContentLength")}
 
     def list(self, prefix: str) -> Iterator[tuple[str, datetime]]:
         """(key, last modified) of every object under ``prefix``."""

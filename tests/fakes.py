@@ -39,8 +39,7 @@ class FakeStorage:
         item = self.objects.get(key)
         if item is None:
             return None
-        return {"metadata": dict(item[2]), "last_modified": self.modified[key], "bytes": len(item[0]),
-                "etag": str(hash(item[0]))}
+        return {"metadata": dict(item[2]), "last_modified": self.modified[key], "bytes": len(item[0])}
 
     def get_head_bytes(self, key, length):
         data = self.get(key)
