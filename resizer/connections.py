@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import Encoder, PythonRespSerializer
 from redis.retry import Retry as RedisRetry
 
 from settings import Settings
+
+
+# Replies are parsed by hiredis (a 2.8 MB original read back: 9 ms of CPU with redis-py's Python parser, 1 ms with
+# hiredis), but commands are packed by redis-py's own packer: it sends a large value as it is, where hiredis's
+# packer copies every argument into one buffer (a 2.8 MB SET: 1 ms of CPU, 7 ms with hiredis's packer).
+_PACKER = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
 
 
 def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> redis.Redis:
@@ -19,6 +26,7 @@ def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> red
         socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=RedisRetry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        command_packer=_PACKER,
     )
 
 
