@@ -33,6 +33,27 @@ class Upload:
     options: dict[str, Any]
 
 
+def read_body(request: Request) -> bytes:
+    """The whole request body, read in as few calls as the server allows.
+
+    Werkzeug's ``get_data()`` reads 64 KiB at a time, and gunicorn's body reader copies what it read ahead on every
+    such call: a 2.4 MB upload took ~10 ms to read that way. One ``read()`` of the declared length lets the server
+    ``recv()`` it in MiB steps. Without a Content-Length (chunked), ``get_data()`` does it.
+    """
+    length = request.content_length
+    if not length:
+        return request.get_data(cache=False)
+    stream = request.stream  # raises 413 (MAX_CONTENT_LENGTH) before anything is read; stops at the length
+    parts = []
+    while length > 0:
+        part = stream.read(length)
+        if not part:
+            break  # ended early: what came is checked like any other body (as get_data() would return it)
+        parts.append(part)
+        length -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def read_upload(request: Request) -> Upload:
     """Options may come in the query string with any upload mode; ones in the body win."""
     mimetype = request.mimetype or ""
@@ -41,7 +62,7 @@ def read_upload(request: Request) -> Upload:
     elif mimetype == "multipart/form-data":
         upload = _from_form(request)
     elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        data = request.get_data(cache=False)
+        data = read_body(request)
         if not data:
             raise MissingImage("The request body is empty; send the image bytes as the body.")
         upload = Upload(data, {})
@@ -68,7 +89,7 @@ def inspect(data: bytes, max_pixels: int) -> str:
 def _from_json(request: Request) -> Upload:
     # Parse without Flask's caches: a 40 MB body would otherwise stay in memory
     # three times over (raw bytes, parsed JSON, decoded image) until the request ends.
-    raw = request.get_data(cache=False)
+    raw = read_body(request)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import CorruptImage, InvalidParameter, NotFound, UnsupportedMediaType
 from .imaging import JobSpec, WatermarkLimits, inspect_watermark
+from .intake import read_body
 from .security import tenant as current_tenant
 from .storage import Storage
 
@@ -86,7 +87,7 @@ def put(name: str) -> tuple[Response, int]:
     name = _name(name)
     if (request.mimetype or "") not in _TYPES:
         raise UnsupportedMediaType("Send the watermark as the raw body with Content-Type image/png or image/webp.")
-    data = request.get_data(cache=False)
+    data = read_body(request)
     settings = current_app.extensions["resizer"].settings
     width, height = inspect_watermark(data, WatermarkLimits(settings.watermark_max_bytes,
                                                             settings.watermark_max_pixels))

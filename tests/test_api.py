@@ -396,3 +396,35 @@ def test_the_readme_error_table_lists_every_error_with_its_status():
         else:
             row = rows.get(cls.status, "")
             assert f"`{cls.code}`" in row, f"{cls.status} {cls.code} is not in README's error table"
+
+
+class _Recorded(io.BytesIO):
+    """A WSGI input that notes the size of every read the app asks of it."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.reads = []
+
+    def read(self, size=-1):
+        self.reads.append(size)
+        return super().read(size)
+
+    def readinto(self, buffer):
+        self.reads.append(len(buffer))
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/json"])
+def test_an_upload_body_is_read_in_one_call_not_in_64_kib_steps(app, content_type):
+    """Werkzeug's get_data() reads 64 KiB at a time, and gunicorn's reader copies its read-ahead on every call."""
+    from flask import request
+
+    from resizer.intake import read_body
+
+    body = b"x" * 3_000_000
+    stream = _Recorded(body)
+    with app.test_request_context("/api/v1/resize", method="POST", input_stream=stream,
+                                  headers={"Content-Type": content_type, "Content-Length": str(len(body))}):
+        assert read_body(request) == body
+    assert stream.reads[0] == len(body) and len(stream.reads) <= 2
+
