@@ -63,11 +63,15 @@ def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
         log.warning("job %s: could not store the failure record: %s", token, exc.message)
         recorded = False
     error = record.get("error") or {}
-    _publish(connection, token, tenant, record, ctx.settings.result_ttl,
-             ("success" if success else "failure", error.get("code", ""), stages or {}))
+    # Once recorded, no attempt will need the original again: a Redis-carried one is released in the same
+    # round trip as the result.
+    release = recorded and original in (None, "redis")
+    released = _publish(connection, token, tenant, record, ctx.settings.result_ttl,
+                        ("success" if success else "failure", error.get("code", ""), stages or {}), release)
     _webhook(ctx, connection, token, tenant, callback_url)
     if recorded:
-        _release_original(ctx, connection, token, original)  # no attempt will need it again
+        if not released and original in (None, "storage") and ctx.reaper is not None:
+            ctx.reaper.add(original_key(token))
     else:
         # Nothing outside Redis says how it ended: keep the original, so that if Redis forgets
         # the job the status still knows of it and the reconciler runs it again.
@@ -115,28 +119,23 @@ def metric(job, outcome: str, code: str, stages: dict[str, float]) -> None:
         log.warning("metrics not recorded: %s", exc)
 
 
-def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple) -> None:
-    """The result (waking waiting clients) and the metric, in one round trip."""
+def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple,
+             release: bool) -> bool:
+    """The result (waking waiting clients), the metric and, with ``release``, the release of the original from
+    Redis, in one round trip.  True if an original was released from Redis."""
     if connection is None:
-        return
+        return False
     try:
         with connection.pipeline() as pipe:
             records.publish(pipe, token, tenant, record, ttl)
             record_job(pipe, *outcome)
-            pipe.execute()
-    except redis.exceptions.RedisError as exc:
+            if release:
+                originals.release_in(pipe, token)
+            replies = pipe.execute()
+        return release and bool(replies[-1])
+    except redis.exceptions.RedisError as exc:  # a Redis-carried original then expires; reconcile corrects the meter
         log.warning("job %s: result not published: %s", token, exc)
-
-
-def _release_original(ctx: Recorder, connection, token: str, where: str | None) -> None:
-    if where in (None, "redis") and connection is not None:
-        try:
-            if originals.release_from_redis(connection, token):
-                return
-        except redis.exceptions.RedisError as exc:  # the key expires; the reconciler corrects the budget's meter
-            log.warning("job %s: original not released from Redis: %s", token, exc)
-    if where in (None, "storage") and ctx.reaper is not None:
-        ctx.reaper.add(original_key(token))
+        return False
 
 
 def _webhook(ctx: Recorder, connection, token: str, tenant: str, callback_url: str | None) -> None:

@@ -141,19 +141,25 @@ def fetch(storage: Storage, token: str, connection: redis.Redis | None = None) -
     return raw[end + 1:], where
 
 
+# The key and the budget's meter move together, atomically, in one round trip (also inside a pipeline).
+_RELEASE = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('DECRBY', KEYS[2], size)
+end
+return size
+"""
+
+
+def release_in(pipe, token: str) -> None:
+    """Queue the release of a Redis-carried original on ``pipe``; its reply is the bytes released (0: none)."""
+    pipe.eval(_RELEASE, 2, REDIS_PREFIX + token, REDIS_BYTES)
+
+
 def release_from_redis(connection: redis.Redis, token: str) -> bool:
     """Delete the original from Redis, giving its bytes back to the budget; False if it was not there."""
-    key = REDIS_PREFIX + token
-    size = connection.strlen(key)
-    if not size:
-        return False
-    with connection.pipeline() as pipe:  # MULTI: the meter and the key move together
-        pipe.delete(key)
-        pipe.decrby(REDIS_BYTES, size)
-        deleted, _ = pipe.execute()
-    if not deleted:  # released by someone else between the two calls: give the bytes back once only
-        connection.incrby(REDIS_BYTES, size)
-    return bool(deleted)
+    return bool(connection.eval(_RELEASE, 2, REDIS_PREFIX + token, REDIS_BYTES))
 
 
 def correct_meter(connection: redis.Redis) -> int | None:

@@ -118,3 +118,39 @@ def test_the_envelope_is_streamed_not_joined():
     storage = FakeStorage()
     originals.stash(storage, "t", b"\x89PNG...", "image/png", "acme", {"outputs": []}, None)
     assert originals.fetch(storage, "t") == (b"\x89PNG...", "storage")
+
+
+def test_releasing_an_original_gives_its_bytes_back_once(real_redis):
+    real_redis.set(originals.REDIS_PREFIX + "t1", b"x" * 300)
+    real_redis.set(originals.REDIS_BYTES, 1000)
+    assert originals.release_from_redis(real_redis, "t1") is True
+    assert originals.release_from_redis(real_redis, "t1") is False  # a second release (a rerun, the API) is a no-op
+    assert meter(real_redis) == 700 and not real_redis.exists(originals.REDIS_PREFIX + "t1")
+
+
+def test_concurrent_releases_of_one_original_give_its_bytes_back_once(real_redis):
+    for n in range(40):
+        real_redis.set(originals.REDIS_PREFIX + f"t{n}", b"x" * 100)
+    real_redis.set(originals.REDIS_BYTES, 4000)
+    with ThreadPoolExecutor(8) as pool:
+        released = list(pool.map(lambda n: originals.release_from_redis(real_redis, f"t{n % 40}"), range(320)))
+    assert sum(released) == 40 and meter(real_redis) == 0
+
+
+def test_an_ending_releases_its_original_in_the_round_trip_that_publishes_the_result(real_redis):
+    from resizer.endings import _publish
+
+    real_redis.set(originals.REDIS_PREFIX + "t2", b"y" * 123)
+    real_redis.set(originals.REDIS_BYTES, 123)
+    sent = []
+    execute = type(real_redis.pipeline()).execute
+
+    def counting(pipe, *args, **kwargs):
+        sent.append([c[0][0] for c in pipe.command_stack])
+        return execute(pipe, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(real_redis.pipeline()), "execute", counting)
+        released = _publish(real_redis, "t2", "public", {"status": "SUCCESS"}, 60, ("success", "", {}), True)
+    assert released is True and meter(real_redis) == 0
+    assert len(sent) == 1 and "EVAL" in sent[0] and "SET" in sent[0]  # one pipeline: result and release together
