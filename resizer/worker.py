@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -37,9 +38,33 @@ class ResizeWorker(SimpleWorker):
     heartbeat_interval: int = 5
     dead_after: int = 20
     reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
+    renew_every: float = 1.0  # between jobs, the worker's own key is renewed at most this often
+    _renewed: float = 0.0  # monotonic time of the last renewal that gave the key its full TTL
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
+
+    # RQ renews the worker's key four times per job (after the job, in the suspension check, before and after
+    # the dequeue), each an HSET and an EXPIRE of their own, and sets the state "idle" twice: 10 of the ~22
+    # Redis round trips of a small job, each waiting for Redis's fsync where Redis keeps what it acknowledges.
+    # The key lives worker_ttl + 60 s, so a renewal within the last second that gave it that full TTL is
+    # enough; one that shortened it (the job's own TTL, at its start) is always followed by a full one.
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        full = timeout is None or timeout >= self.worker_ttl + 60
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+        elif full and time.monotonic() - self._renewed < self.renew_every:
+            return
+        else:
+            with self.connection.pipeline(transaction=False) as pipe:  # HSET and EXPIRE in one round trip
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+        self._renewed = time.monotonic() if full else 0.0
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        if pipeline is None and state == self._state:
+            return  # e.g. "idle" after the job and again before the dequeue
+        super().set_state(state, pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         done = threading.Event()
