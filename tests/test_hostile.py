@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from resizer.openapi import build as build_openapi
 from resizer.options import Limits
 from settings import Settings
-from tests.conftest import BAD, CORPUS, b64, image_bytes
+from tests.conftest import BAD, CORPUS, b64, image_bytes, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +76,13 @@ def test_corrupt_image_is_not_retried(api):
     from resizer.connections import make_redis
     from settings import Settings
 
-    job = Job.fetch(token, connection=make_redis(Settings.from_env(api.stack.env)))
-    assert job.retries_left == 0
+    connection = make_redis(Settings.from_env(api.stack.env))
+    # The status answers as soon as the job's end is published; RQ then files the attempt: as failed, or (were
+    # it retried) as scheduled or queued again.
+    status = wait_until(lambda: (s := Job.fetch(token, connection=connection).get_status()) != "started" and s,
+                        "RQ to file the job's attempt")
+    job = Job.fetch(token, connection=connection)
+    assert status == "failed" and job.retries_left == 0
     assert len(list(job.results())) == 1  # one attempt only
 
 
