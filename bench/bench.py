@@ -6,7 +6,8 @@ Phases (``--only``), each printed as it runs:
            ours (gunicorn, RQ workers, rclone serve s3), the original design (bench/original: Flask +
            Celery) and thumbor 7.7; jobs/s, latency, CPU per job of each role read from /proc, and
            the ratios the goals are stated in.  Also the kernel ceiling: ours in 2 processes, no plumbing
-  post     POST latency of a 2 MB upload while the workers are busy (ours)
+  post     POST latency of a 2 MB upload under load (one uploader while 8 clients keep the workers busy),
+           and with 8 uploaders saturating the API (ours)
   memory   peak RSS of a worker (incl. a 50 MP JPEG job) and of an API process (ours)
   backlog  Redis memory with thousands of jobs queued and the workers stopped (ours and the original)
   soak     thousands of jobs while workers are SIGKILLed at random: lost and duplicated must be 0 (ours)
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 api_pids = children(ours.stack.procs["api"].pid)
                 results["api_peak_before_posts"] = max(vm_hwm_mb(pid) for pid in api_pids)
                 reset_peak_rss(api_pids)
-                results["post"] = post_latency(client, two_mb, 40 if smoke else 200)
+                results["post"] = post_latency(client, two_mb, 40 if smoke else 200, images["2.8 MP JPEG"],
+                                               0.05 if smoke else 0.2)
                 results["post"]["api_peak_mb"] = max(vm_hwm_mb(pid) for pid in api_pids)
                 drain(ours.stack)
             if ours is not None and "memory" in phases:

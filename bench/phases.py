@@ -18,15 +18,49 @@ from bench.load import CLIENTS, UNIQUE, Client, await_endings, pct, unique_json
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
 
-def post_latency(client: Client, data: bytes, count: int) -> dict:
-    """POSTs only (no polling), from CLIENTS threads, while the workers chew on what was queued."""
-    times = []
+def post_latency(client: Client, data: bytes, count: int, load: bytes, seconds_between: float = 0.2) -> dict:
+    """The latency of one client's upload of ``data`` while the service is under load, and the service saturated
+    by uploads.
+
+    Under load: CLIENTS other clients run jobs of ``load`` back to back (long poll), which keeps every worker
+    busy and the CPU at 100%, while one more client POSTs ``data`` every ``seconds_between`` (an open loop: its
+    uploads do not queue behind each other). Saturated: CLIENTS threads POST ``data`` back to back, nothing
+    else, so each waits for the others: its latency is CLIENTS / the API's upload throughput (Little's law).
+    """
+    stop = threading.Event()
+    background = {"jobs": 0}
+
+    def loop() -> None:
+        own = Client(client.base)
+        while not stop.is_set():
+            own.long_poll(own.post_raw(load + os.urandom(UNIQUE), OPTS["100x100"])[0])
+            background["jobs"] += 1
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(3)  # every worker busy
+        started, loaded = time.perf_counter(), background["jobs"]
+        times = []
+        for _ in tqdm(range(count), desc="POST under load (2 MB)", leave=False):
+            times.append(client.post_raw(data + os.urandom(UNIQUE), {"width": 100})[1])
+            time.sleep(seconds_between)
+        load_rate = (background["jobs"] - loaded) / (time.perf_counter() - started)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    saturated = []
     with ThreadPoolExecutor(CLIENTS) as pool:
         for _, elapsed in tqdm(pool.map(lambda _: client.post_raw(data + os.urandom(UNIQUE), {"width": 100}),
                                         range(count)), total=count,
-                               desc="POST latency (2 MB)", leave=False):
-            times.append(elapsed)
-    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "bytes": len(data), "count": count}
+                               desc="POST saturated (2 MB)", leave=False):
+            saturated.append(elapsed)
+    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "max_ms": max(times) * 1000,
+            "load_jobs_per_s": load_rate, "bytes": len(data), "count": count, "seconds_between": seconds_between,
+            "saturated": {"p50_ms": pct(saturated, 50) * 1000, "p99_ms": pct(saturated, 99) * 1000,
+                          "uploads_per_s": len(saturated) / sum(saturated) * CLIENTS}}
 
 
 def vm_hwm_mb(pid: int) -> float:
