@@ -17,8 +17,12 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import boto3
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import percent_encode
 
 from settings import Settings
 
@@ -57,6 +61,13 @@ class Storage:
             self.signer = session.client("s3", endpoint_url=settings.presign_endpoint_url, **common)
         else:
             self.signer = self.client
+        # A presigned URL through the client costs ~0.7 ms of CPU (parameter validation, endpoint rules, event
+        # hooks) on every status answer of a finished job; botocore's SigV4 query signer alone makes the same URL
+        # in ~0.25 ms. Keys are static (settings); without them the client resolves credentials and signs.
+        self._credentials = (Credentials(settings.s3_access_key_id, settings.s3_secret_access_key)
+                             if settings.s3_access_key_id and settings.s3_secret_access_key else None)
+        self._presign_base = f"{self.signer.meta.endpoint_url.rstrip('/')}/{self.bucket}/"
+        self._region = self.signer.meta.region_name
 
     def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None,
             metadata: dict[str, str] | None = None) -> None:
@@ -125,9 +136,12 @@ class Storage:
         return True
 
     def presigned_url(self, key: str, ttl: int) -> str:
-        return self.signer.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl
-        )
+        if self._credentials is None:
+            return self.signer.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                      ExpiresIn=ttl)
+        request = AWSRequest(method="GET", url=self._presign_base + percent_encode(key, safe="/~"))
+        S3SigV4QueryAuth(self._credentials, "s3", self._region, expires=ttl).add_auth(request)
+        return request.url
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""

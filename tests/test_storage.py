@@ -33,6 +33,30 @@ def test_presigned_urls_are_signed_for_the_public_endpoint():
     assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == ["120"]
 
 
+@pytest.mark.parametrize("endpoint,public", [("http://minio:9000", None), ("http://minio:9000/", None),
+                                             ("http://minio:9000", "https://files.example.com"),
+                                             ("https://s3.eu-west-3.amazonaws.com", None)])
+@pytest.mark.parametrize("key", ["outputs/public/0b5e/default.jpg", "outputs/équipe a+b/t/thumb (2).webp",
+                                 "outputs/x/~y/%41=?&#.png"])
+def test_presigned_urls_are_the_ones_the_s3_client_makes(monkeypatch, endpoint, public, key):
+    """The URL is signed by botocore's SigV4 query signer directly (0.7 -> 0.25 ms a URL): it must be, byte for
+    byte, the URL boto3's generate_presigned_url makes at the same instant."""
+    import datetime
+
+    import botocore.auth
+
+    env = {"S3_ENDPOINT_URL": endpoint, "S3_REGION": "eu-west-3"}
+    if public:
+        env["S3_PUBLIC_ENDPOINT_URL"] = public
+    storage = Storage(Settings.from_env(env))
+    instant = datetime.datetime(2026, 11, 29, 3, 30, 0)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: instant)
+    ours = storage.presigned_url(key, 900)
+    theirs = storage.signer.generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
+                                                   ExpiresIn=900)
+    assert ours == theirs
+
+
 def test_unreachable_storage_is_a_retryable_error():
     settings = Settings.from_env({"S3_ENDPOINT_URL": "http://127.0.0.1:9"})
     storage = Storage(settings, connect_timeout=0.2, read_timeout=0.2)
