@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import percent_encode
+from botocore.utils import determine_content_length, percent_encode
 
 from settings import Settings
 
@@ -31,6 +31,17 @@ from .errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+SMALL_BODY = 1 << 20
+
+
+def _no_continue_for_small_bodies(params, **_) -> None:
+    """botocore sends every PUT body only after a ``100 Continue`` (``Expect``): a round trip more, and ~0.3 ms of
+    client CPU, for a 3 KB output. It saves sending a large body that would be refused; a small one is sent."""
+    body = params.get("body")
+    if body is not None and (determine_content_length(body) or SMALL_BODY + 1) <= SMALL_BODY:
+        params["headers"].pop("Expect", None)
 
 
 class Storage:
@@ -61,6 +72,7 @@ class Storage:
             self.signer = session.client("s3", endpoint_url=settings.presign_endpoint_url, **common)
         else:
             self.signer = self.client
+        self.client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
         # A presigned URL through the client costs ~0.7 ms of CPU (parameter validation, endpoint rules, event
         # hooks) on every status answer of a finished job; botocore's SigV4 query signer alone makes the same URL
         # in ~0.25 ms. Keys are static (settings); without them the client resolves credentials and signs.

@@ -3,6 +3,8 @@
 import pytest
 from urllib.parse import parse_qs, urlparse
 
+from botocore.utils import determine_content_length
+
 from resizer.errors import StorageUnavailable
 from resizer.storage import Storage, manifest_key, original_key, output_key
 from settings import Settings
@@ -55,6 +57,19 @@ def test_presigned_urls_are_the_ones_the_s3_client_makes(monkeypatch, endpoint, 
     theirs = storage.signer.generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
                                                    ExpiresIn=900)
     assert ours == theirs
+
+
+def test_small_bodies_are_sent_without_waiting_for_100_continue(s3):
+    sent = {}
+
+    def record(request, **_):  # returns None: anything else would be taken as the response
+        sent[determine_content_length(request.body)] = request.headers
+
+    s3.client.meta.events.register("before-send.s3.PutObject", record)
+    s3.put("small", b"x" * 3000, "image/jpeg")
+    s3.put("large", b"x" * (2 << 20), "image/jpeg")
+    assert "Expect" not in sent[3000] and sent[2 << 20]["Expect"] == b"100-continue"
+    assert s3.get("small") == b"x" * 3000 and len(s3.get("large")) == 2 << 20
 
 
 def test_unreachable_storage_is_a_retryable_error():
