@@ -328,3 +328,30 @@ def test_external_s3_override_drops_the_bundled_minio():
         assert set(env) <= SETTINGS_VARS and env["S3_ENDPOINT_URL"].startswith("${S3_ENDPOINT_URL:?")
     assert override["minio"]["profiles"] == override["minio-init"]["profiles"] == ["bundled-s3"]
     assert "deploy/external-s3.yml" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_the_image_and_make_run_tune_glibcs_allocator_alike():
+    """The allocator settings measured in the benchmark (make run's stack) are the ones production runs with."""
+    from resizer.local import MALLOC
+
+    env = dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", DOCKERFILE))
+    assert env == MALLOC and int(env["MALLOC_MMAP_THRESHOLD_"]) <= int(env["MALLOC_TRIM_THRESHOLD_"])
+
+
+def test_every_process_of_the_stack_runs_with_those_settings(tmp_path, monkeypatch):
+    from resizer import local
+
+    for name in local.MALLOC:
+        monkeypatch.delenv(name, raising=False)
+    stack = local.Stack(workdir=tmp_path, port=0, s3_port=0, dashboard_port=None, workers=0, log_dir=tmp_path)
+    monkeypatch.setattr(stack, "_start_redis", lambda: None)
+    monkeypatch.setattr(stack, "_start_s3", lambda: None)
+    monkeypatch.setattr(stack, "_check_settings", lambda: None)
+    spawned = []
+    monkeypatch.setattr(stack, "spawn", spawned.append)
+    monkeypatch.setattr(stack, "_start_api", lambda: spawned.append(local.Proc("api", [], stack.env)))
+    stack.workers = 2
+    stack.start()
+    assert [p.name for p in spawned] == ["worker-1", "worker-2", "webhooks", "api"]
+    for proc in spawned:
+        assert {name: proc.env.get(name) for name in local.MALLOC} == local.MALLOC, proc.name
