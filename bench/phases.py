@@ -3,6 +3,7 @@ and the soak with workers killed at random."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -18,39 +19,49 @@ from bench.load import CLIENTS, UNIQUE, Client, await_endings, pct, unique_json
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
 
+def _load(base: str, image: bytes, stop, jobs) -> None:
+    """CLIENTS clients running jobs of ``image`` back to back until ``stop`` is set (in a process of its own)."""
+    def loop() -> None:
+        own = Client(base)
+        while not stop.is_set():
+            own.long_poll(own.post_raw(image + os.urandom(UNIQUE), OPTS["100x100"])[0])
+            with jobs.get_lock():
+                jobs.value += 1
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def post_latency(client: Client, data: bytes, count: int, load: bytes, seconds_between: float = 0.2) -> dict:
     """The latency of one client's upload of ``data`` while the service is under load, and the service saturated
     by uploads.
 
     Under load: CLIENTS other clients run jobs of ``load`` back to back (long poll), which keeps every worker
     busy and the CPU at 100%, while one more client POSTs ``data`` every ``seconds_between`` (an open loop: its
-    uploads do not queue behind each other). Saturated: CLIENTS threads POST ``data`` back to back, nothing
-    else, so each waits for the others: its latency is CLIENTS / the API's upload throughput (Little's law).
+    uploads do not queue behind each other). The load runs in a process of its own, so the measuring client does
+    not wait for the load clients' share of the benchmark's GIL. Saturated: CLIENTS threads POST ``data`` back to
+    back, nothing else, so each waits for the others: its latency is CLIENTS / the API's upload throughput.
     """
-    stop = threading.Event()
-    background = {"jobs": 0}
-
-    def loop() -> None:
-        own = Client(client.base)
-        while not stop.is_set():
-            own.long_poll(own.post_raw(load + os.urandom(UNIQUE), OPTS["100x100"])[0])
-            background["jobs"] += 1
-
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
+    context = multiprocessing.get_context("fork")
+    stop, jobs = context.Event(), context.Value("i", 0)
+    loader = context.Process(target=_load, args=(client.base, load, stop, jobs), daemon=True)
+    loader.start()
     try:
         time.sleep(3)  # every worker busy
-        started, loaded = time.perf_counter(), background["jobs"]
+        started, loaded = time.perf_counter(), jobs.value
         times = []
         for _ in tqdm(range(count), desc="POST under load (2 MB)", leave=False):
             times.append(client.post_raw(data + os.urandom(UNIQUE), {"width": 100})[1])
             time.sleep(seconds_between)
-        load_rate = (background["jobs"] - loaded) / (time.perf_counter() - started)
+        load_rate = (jobs.value - loaded) / (time.perf_counter() - started)
     finally:
         stop.set()
-        for thread in threads:
-            thread.join(60)
+        loader.join(60)
+        if loader.is_alive():
+            loader.kill()
     saturated = []
     with ThreadPoolExecutor(CLIENTS) as pool:
         for _, elapsed in tqdm(pool.map(lambda _: client.post_raw(data + os.urandom(UNIQUE), {"width": 100}),
