@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from rq import Queue
 
 from resizer import durability, originals, tasks
@@ -120,6 +121,17 @@ def test_the_envelope_is_streamed_not_joined():
     assert originals.fetch(storage, "t") == (b"\x89PNG...", "storage")
 
 
+def test_redis_holds_no_more_for_an_original_than_the_budget_counts(redis_server, real_redis, storage, monkeypatch):
+    """The meter counts the value's length; a value built by APPEND would take up to twice that in Redis."""
+    roomy = Settings.from_env({"APP_ENV": "testing", "REDIS_URL": redis_server, "REDIS_ORIGINAL_MAX_BYTES": "1000000",
+                               "REDIS_ORIGINALS_BUDGET": "2000000"})
+    data = image_bytes() + b"\0" * 300_000
+    token = jobs(roomy, real_redis, storage, monkeypatch).submit(data, "image/jpeg", spec()).token
+    key = originals.REDIS_PREFIX + token
+    assert real_redis.exists(key) and meter(real_redis) == real_redis.strlen(key)
+    assert real_redis.memory_usage(key) <= real_redis.strlen(key) * 1.25  # the allocator's size class, no more
+
+
 def test_releasing_an_original_gives_its_bytes_back_once(real_redis):
     real_redis.set(originals.REDIS_PREFIX + "t1", b"x" * 300)
     real_redis.set(originals.REDIS_BYTES, 1000)
@@ -154,3 +166,17 @@ def test_an_ending_releases_its_original_in_the_round_trip_that_publishes_the_re
         released = _publish(real_redis, "t2", "public", {"status": "SUCCESS"}, 60, ("success", "", {}), True)
     assert released is True and meter(real_redis) == 0
     assert len(sent) == 1 and "EVAL" in sent[0] and "SET" in sent[0]  # one pipeline: result and release together
+
+
+def test_a_failed_publish_still_releases_the_original(real_redis, monkeypatch):
+    from resizer.endings import _publish
+
+    real_redis.set(originals.REDIS_PREFIX + "t3", b"z" * 50)
+    real_redis.set(originals.REDIS_BYTES, 50)
+
+    def broken(pipe, *args, **kwargs):
+        raise redis.exceptions.ConnectionError("blip")
+
+    monkeypatch.setattr(type(real_redis.pipeline()), "execute", broken)
+    assert _publish(real_redis, "t3", "public", {"status": "SUCCESS"}, 60, ("success", "", {}), True) is True
+    assert meter(real_redis) == 0 and not real_redis.exists(originals.REDIS_PREFIX + "t3")
