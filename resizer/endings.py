@@ -133,8 +133,14 @@ def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: i
                 originals.release_in(pipe, token)
             replies = pipe.execute()
         return release and bool(replies[-1])
-    except redis.exceptions.RedisError as exc:  # a Redis-carried original then expires; reconcile corrects the meter
+    except redis.exceptions.RedisError as exc:
         log.warning("job %s: result not published: %s", token, exc)
+    if not release:
+        return False
+    try:  # on its own, so a failed publish does not keep the original (and its share of the budget) for days
+        return originals.release_from_redis(connection, token)
+    except redis.exceptions.RedisError as exc:  # the key expires; the reconciler corrects the budget's meter
+        log.warning("job %s: original not released from Redis: %s", token, exc)
         return False
 
 
