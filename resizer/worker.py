@@ -32,6 +32,7 @@ from .reconcile import reconcile
 from .storage import Storage
 
 log = logging.getLogger("resizer.worker")
+_monotonic = time.monotonic  # the renewal clock (a fake one in the tests)
 
 
 class ResizeWorker(SimpleWorker):
@@ -48,18 +49,21 @@ class ResizeWorker(SimpleWorker):
     # the dequeue), each an HSET and an EXPIRE of their own, and sets the state "idle" twice: 10 of the ~22
     # Redis round trips of a small job, each waiting for Redis's fsync where Redis keeps what it acknowledges.
     # The key lives worker_ttl + 60 s, so a renewal within the last second that gave it that full TTL is
-    # enough; one that shortened it (the job's own TTL, at its start) is always followed by a full one.
+    # enough. Only a renewal this method sent and saw succeed counts: one queued on someone else's pipeline
+    # (the job's start, which shortens the TTL; the suspension check) may yet fail, so the next one goes out.
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         full = timeout is None or timeout >= self.worker_ttl + 60
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
-        elif full and time.monotonic() - self._renewed < self.renew_every:
+            self._renewed = 0.0
             return
-        else:
-            with self.connection.pipeline(transaction=False) as pipe:  # HSET and EXPIRE in one round trip
-                super().heartbeat(timeout, pipe)
-                pipe.execute()
-        self._renewed = time.monotonic() if full else 0.0
+        if full and _monotonic() - self._renewed < self.renew_every:
+            return
+        self._renewed = 0.0
+        with self.connection.pipeline(transaction=False) as pipe:  # HSET and EXPIRE in one round trip
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+        self._renewed = _monotonic() if full else 0.0
 
     def set_state(self, state: str, pipeline=None) -> None:
         if pipeline is None and state == self._state:

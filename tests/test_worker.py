@@ -12,7 +12,7 @@ from resizer.worker import ResizeWorker
 @pytest.fixture
 def clock(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(worker_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(worker_module, "_monotonic", lambda: now[0])
     return now
 
 
@@ -43,11 +43,24 @@ def test_a_renewal_within_a_second_of_a_full_one_is_skipped(worker, real_redis, 
 
 def test_a_renewal_after_one_that_shortened_the_key_always_goes_out(worker, real_redis, clock):
     worker.heartbeat()
-    worker.heartbeat(timeout=20)  # a job's start gives the key the job's own, short TTL
+    with real_redis.pipeline() as pipe:  # as RQ does at a job's start: the job's own, short TTL
+        worker.heartbeat(timeout=20, pipeline=pipe)
+        pipe.execute()
     assert real_redis.ttl(worker.key) <= 20
     clock[0] += 0.1
     worker.heartbeat()
     assert real_redis.ttl(worker.key) > 60
+
+
+def test_a_renewal_queued_on_a_pipeline_does_not_count(worker, real_redis, clock):
+    """It may yet fail (its caller executes it): the next renewal must not be skipped because of it."""
+    with real_redis.pipeline() as pipe:
+        worker.heartbeat(pipeline=pipe)  # a full TTL, as in RQ's suspension check
+        pipe.reset()  # never sent
+    real_redis.hset(worker.key, "last_heartbeat", "marker")
+    clock[0] += 0.1
+    worker.heartbeat()
+    assert beat_of(real_redis, worker) != b"marker"
 
 
 def test_a_renewal_is_one_round_trip(worker, real_redis, clock, monkeypatch):
