@@ -88,12 +88,15 @@ def find_binary(name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
-# glibc's allocator, for every process of the stack (the Dockerfile sets the same; a test checks they agree):
-# - one malloc arena per thread fragments gunicorn's threads' multi-MB bodies (~25 MB of peak RSS per process);
-# - blocks over 128 KB (a threshold that rises as they are freed) come from fresh mmap()s, and free memory at the
-#   heap's top goes back to the system at once, so every multi-MB upload or original pays its page faults anew
-#   (a 2.8 MB original read back from Redis: 2,000 faults, 7.6 ms of CPU; 1.3 ms once the heap keeps its pages).
-MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
+# glibc's allocator (the Dockerfile and docker-compose.yml set the same; a test checks they agree).
+# Every process: one malloc arena per thread fragments gunicorn's threads' multi-MB bodies (~25 MB of peak RSS
+# per process), so two.
+MALLOC = {"MALLOC_ARENA_MAX": "2"}
+# Resize workers: blocks over 128 KB (a threshold that rises as they are freed) come from fresh mmap()s, and free
+# memory at the heap's top goes back to the system at once, so every original read pays its page faults anew (a
+# 2.8 MB original read back from Redis: 2,000 faults, 7.6 ms of CPU; 1.3 ms once the heap keeps its pages). Not
+# the API: there the heap's fragmentation under 16 concurrent multi-MB uploads took the peak over its 150 MB.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 
 
 @dataclass
@@ -234,7 +237,8 @@ class Stack:
 
     def worker_proc(self, index: int) -> Proc:
         # RQ names each worker host.pid, so a restarted process never clashes with its predecessor's record.
-        return Proc(f"worker-{index}", [sys.executable, str(ROOT / "rq_worker.py")], self.env, restart=True)
+        return Proc(f"worker-{index}", [sys.executable, str(ROOT / "rq_worker.py")], {**WORKER_MALLOC, **self.env},
+                    restart=True)
 
     def _start_api(self) -> None:
         env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}

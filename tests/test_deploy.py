@@ -22,7 +22,8 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)} | {"APP_ENV"}
 # Read by gunicorn.conf.py, rq-dashboard or MinIO rather than settings.py.
 OTHER_VARS = {"PORT", "BIND_HOST", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "MINIO_ROOT_USER",
-              "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD", "TLS_HOSTNAME"}
+              "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD", "TLS_HOSTNAME",
+              "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}  # read by glibc
 APP_SERVICES = ("api", "worker", "webhooks", "rq-dashboard")
 
 
@@ -330,28 +331,32 @@ def test_external_s3_override_drops_the_bundled_minio():
     assert "deploy/external-s3.yml" in (ROOT / "docs" / "operations.md").read_text()
 
 
-def test_the_image_and_make_run_tune_glibcs_allocator_alike():
+def test_the_image_compose_and_make_run_tune_glibcs_allocator_alike():
     """The allocator settings measured in the benchmark (make run's stack) are the ones production runs with."""
-    from resizer.local import MALLOC
+    from resizer.local import MALLOC, WORKER_MALLOC
 
-    env = dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", DOCKERFILE))
-    assert env == MALLOC and int(env["MALLOC_MMAP_THRESHOLD_"]) <= int(env["MALLOC_TRIM_THRESHOLD_"])
+    assert dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", DOCKERFILE)) == MALLOC  # every process
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker_env = services["worker"]["environment"]
+    assert {name: str(worker_env.get(name)) for name in WORKER_MALLOC} == WORKER_MALLOC
+    assert worker_env["REDIS_URL"] == services["api"]["environment"]["REDIS_URL"]  # the shared settings kept
+    assert not set(WORKER_MALLOC) & set(services["api"]["environment"])
 
 
 def test_every_process_of_the_stack_runs_with_those_settings(tmp_path, monkeypatch):
     from resizer import local
 
-    for name in local.MALLOC:
+    for name in {**local.MALLOC, **local.WORKER_MALLOC}:
         monkeypatch.delenv(name, raising=False)
-    stack = local.Stack(workdir=tmp_path, port=0, s3_port=0, dashboard_port=None, workers=0, log_dir=tmp_path)
+    stack = local.Stack(workdir=tmp_path, port=0, s3_port=0, dashboard_port=None, workers=2, log_dir=tmp_path)
+    spawned = []
     monkeypatch.setattr(stack, "_start_redis", lambda: None)
     monkeypatch.setattr(stack, "_start_s3", lambda: None)
     monkeypatch.setattr(stack, "_check_settings", lambda: None)
-    spawned = []
-    monkeypatch.setattr(stack, "spawn", spawned.append)
-    monkeypatch.setattr(stack, "_start_api", lambda: spawned.append(local.Proc("api", [], stack.env)))
-    stack.workers = 2
+    monkeypatch.setattr(stack, "spawn", lambda proc: spawned.append(proc) or stack.procs.setdefault(proc.name, proc))
+    monkeypatch.setattr(local, "wait_for", lambda *args, **kwargs: None)  # nothing really starts
     stack.start()
     assert [p.name for p in spawned] == ["worker-1", "worker-2", "webhooks", "api"]
     for proc in spawned:
-        assert {name: proc.env.get(name) for name in local.MALLOC} == local.MALLOC, proc.name
+        expected = {**local.MALLOC, **(local.WORKER_MALLOC if proc.name.startswith("worker-") else {})}
+        assert {k: v for k, v in proc.env.items() if k.startswith("MALLOC_")} == expected, proc.name
