@@ -19,14 +19,18 @@ from bench.load import CLIENTS, UNIQUE, Client, await_endings, pct, unique_json
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
 
-def _load(base: str, image: bytes, stop, jobs) -> None:
+def _load(base: str, image: bytes, stop, jobs, errors) -> None:
     """CLIENTS clients running jobs of ``image`` back to back until ``stop`` is set (in a process of its own)."""
     def loop() -> None:
         own = Client(base)
         while not stop.is_set():
-            own.long_poll(own.post_raw(image + os.urandom(UNIQUE), OPTS["100x100"])[0])
-            with jobs.get_lock():
-                jobs.value += 1
+            try:
+                ok = own.long_poll(own.post_raw(image + os.urandom(UNIQUE), OPTS["100x100"])[0])["status"] == "SUCCESS"
+            except Exception:  # counted: a load that quietly thinned out would flatter the latency
+                ok = False
+            counter = jobs if ok else errors
+            with counter.get_lock():
+                counter.value += 1
 
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(CLIENTS)]
     for thread in threads:
@@ -36,26 +40,32 @@ def _load(base: str, image: bytes, stop, jobs) -> None:
 
 
 def post_latency(client: Client, data: bytes, count: int, load: bytes, seconds_between: float = 0.2) -> dict:
-    """The latency of one client's upload of ``data`` while the service is under load, and the service saturated
-    by uploads.
+    """The latency of an upload of ``data`` while the service is under load, and the service saturated by uploads.
 
-    Under load: CLIENTS other clients run jobs of ``load`` back to back (long poll), which keeps every worker
-    busy and the CPU at 100%, while one more client POSTs ``data`` every ``seconds_between`` (an open loop: its
-    uploads do not queue behind each other). The load runs in a process of its own, so the measuring client does
-    not wait for the load clients' share of the benchmark's GIL. Saturated: CLIENTS threads POST ``data`` back to
-    back, nothing else, so each waits for the others: its latency is CLIENTS / the API's upload throughput.
+    Under load: CLIENTS clients run jobs of ``load`` back to back (long poll), which keeps every worker busy and
+    the CPU at 100%, while uploads of ``data`` start every ``seconds_between`` on a fixed schedule (an open loop:
+    a slow upload does not hold the next one back, so a stall shows in every upload it delays). The load runs in
+    a process of its own, so the uploads do not wait for the load clients' share of the benchmark's GIL; its
+    failures are counted. Saturated: CLIENTS threads POST ``data`` back to back, nothing else, so each waits for
+    the others: its latency is CLIENTS / the API's upload throughput (Little's law).
     """
     context = multiprocessing.get_context("fork")
-    stop, jobs = context.Event(), context.Value("i", 0)
-    loader = context.Process(target=_load, args=(client.base, load, stop, jobs), daemon=True)
+    stop, jobs, errors = context.Event(), context.Value("i", 0), context.Value("i", 0)
+    loader = context.Process(target=_load, args=(client.base, load, stop, jobs, errors), daemon=True)
     loader.start()
     try:
         time.sleep(3)  # every worker busy
         started, loaded = time.perf_counter(), jobs.value
-        times = []
-        for _ in tqdm(range(count), desc="POST under load (2 MB)", leave=False):
-            times.append(client.post_raw(data + os.urandom(UNIQUE), {"width": 100})[1])
-            time.sleep(seconds_between)
+
+        def upload(_: int) -> float:
+            return Client(client.base).post_raw(data + os.urandom(UNIQUE), {"width": 100})[1]
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = []
+            for k in tqdm(range(count), desc="POST under load (2 MB)", leave=False):
+                time.sleep(max(0.0, started + k * seconds_between - time.perf_counter()))
+                futures.append(pool.submit(upload, k))
+            times = [f.result() for f in futures]
         load_rate = (jobs.value - loaded) / (time.perf_counter() - started)
     finally:
         stop.set()
@@ -69,7 +79,8 @@ def post_latency(client: Client, data: bytes, count: int, load: bytes, seconds_b
                                desc="POST saturated (2 MB)", leave=False):
             saturated.append(elapsed)
     return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000, "max_ms": max(times) * 1000,
-            "load_jobs_per_s": load_rate, "bytes": len(data), "count": count, "seconds_between": seconds_between,
+            "load_jobs_per_s": load_rate, "load_errors": errors.value, "bytes": len(data), "count": count,
+            "seconds_between": seconds_between,
             "saturated": {"p50_ms": pct(saturated, 50) * 1000, "p99_ms": pct(saturated, 99) * 1000,
                           "uploads_per_s": len(saturated) / sum(saturated) * CLIENTS}}
 

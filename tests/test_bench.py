@@ -40,6 +40,7 @@ def test_benchmark_smoke_run(tmp_path):
     assert data["soak"]["lost"] == 0 and data["soak"]["duplicated_outputs"] == 0
     assert data["soak"]["succeeded"] == data["soak"]["accepted"] == 30
     assert data["post"]["count"] == 40 and data["post"]["load_jobs_per_s"] > 0  # uploads under load, really
+    assert data["post"]["load_errors"] == 0
     assert data["post"]["saturated"]["uploads_per_s"] > 0 and data["memory"]["worker_peak_mb"] > 0
     assert list(tmp_path.glob("*.md"))
 
