@@ -130,7 +130,7 @@ def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: i
             records.publish(pipe, token, tenant, record, ttl)
             record_job(pipe, *outcome)
             if release:
-                originals.release_in(pipe, token)
+                originals.release_from_redis(pipe, token)
             replies = pipe.execute()
         return release and bool(replies[-1])
     except redis.exceptions.RedisError as exc:
@@ -138,7 +138,7 @@ def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: i
     if not release:
         return False
     try:  # on its own, so a failed publish does not keep the original (and its share of the budget) for days
-        return originals.release_from_redis(connection, token)
+        return bool(originals.release_from_redis(connection, token))
     except redis.exceptions.RedisError as exc:  # the key expires; the reconciler corrects the budget's meter
         log.warning("job %s: original not released from Redis: %s", token, exc)
         return False

@@ -123,7 +123,7 @@ class Jobs:
                 reuse.release_follower(self.queue, token)  # the first may have ended while this one was stored
             elif durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes:
                 packed = originals.envelope(image, content_type, tenant, spec_dict, request_id)
-                if originals.reserve(self.redis, sum(map(len, packed)), self.settings.redis_originals_budget):
+                if originals.reserve(self.redis, len(packed), self.settings.redis_originals_budget):
                     self._enqueue_with_original(token, tenant, spec_dict, request_id, packed)
                 else:
                     self._enqueue_after_storing(token, image, content_type, tenant, spec_dict, request_id)
@@ -149,7 +149,7 @@ class Jobs:
         return known
 
     def _enqueue_with_original(self, token: str, tenant: str, spec: dict, request_id: str | None,
-                               packed: tuple[bytes, bytes]) -> None:
+                               packed: bytes) -> None:
         """Image and job in one transaction: both or neither, in one round trip."""
         try:
             with self.redis.pipeline() as pipe:
@@ -160,7 +160,7 @@ class Jobs:
                 pipe.execute()
         except BaseException:
             try:
-                originals.unreserve(self.redis, sum(map(len, packed)))
+                originals.unreserve(self.redis, len(packed))
             except redis.exceptions.RedisError:
                 pass  # the reconciler corrects the meter
             raise

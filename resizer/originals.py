@@ -58,10 +58,8 @@ def _head(content_type: str, tenant: str, spec: dict[str, Any], request_id: str 
     return MAGIC + header + b"\n"
 
 
-def envelope(data: bytes, content_type: str, tenant: str, spec: dict[str, Any],
-             request_id: str | None) -> tuple[bytes, bytes]:
-    """The envelope as its two parts (header, image), never joined here: see ``stash`` and ``stash_in_redis``."""
-    return _head(content_type, tenant, spec, request_id), data
+def envelope(data: bytes, content_type: str, tenant: str, spec: dict[str, Any], request_id: str | None) -> bytes:
+    return _head(content_type, tenant, spec, request_id) + data
 
 
 def stash(storage: Storage, token: str, data: bytes, content_type: str, tenant: str, spec: dict[str, Any],
@@ -116,15 +114,14 @@ def reserve(connection: redis.Redis, size: int, budget: int) -> bool:
     return False
 
 
-def stash_in_redis(pipe, token: str, packed: tuple[bytes, bytes]) -> None:
+def stash_in_redis(pipe, token: str, packed: bytes) -> None:
     """Queue the original's write on ``pipe`` (the transaction that also queues the job).
 
     One SET of the joined envelope: building the value in Redis with SET + APPEND would save the API a copy
     (~1 ms for 2.8 MB) but APPEND over-allocates (doubling below 1 MB, +1 MB above), so Redis would hold up to
     twice what the budget counts.
     """
-    head, data = packed
-    pipe.set(REDIS_PREFIX + token, head + data, ex=REDIS_TTL)
+    pipe.set(REDIS_PREFIX + token, packed, ex=REDIS_TTL)
 
 
 def unreserve(connection: redis.Redis, size: int) -> None:
@@ -160,14 +157,10 @@ return size
 """
 
 
-def release_in(pipe, token: str) -> None:
-    """Queue the release of a Redis-carried original on ``pipe``; its reply is the bytes released (0: none)."""
-    pipe.eval(_RELEASE, 2, REDIS_PREFIX + token, REDIS_BYTES)
-
-
-def release_from_redis(connection: redis.Redis, token: str) -> bool:
-    """Delete the original from Redis, giving its bytes back to the budget; False if it was not there."""
-    return bool(connection.eval(_RELEASE, 2, REDIS_PREFIX + token, REDIS_BYTES))
+def release_from_redis(connection, token: str):
+    """Delete the original from Redis, giving its bytes back to the budget: the bytes released (0: it was not
+    there). On a pipeline, the release is queued and that number is its reply."""
+    return connection.eval(_RELEASE, 2, REDIS_PREFIX + token, REDIS_BYTES)
 
 
 def correct_meter(connection: redis.Redis) -> int | None:

@@ -23,12 +23,19 @@ def settings(url):
     return Settings.from_env({"APP_ENV": "testing", "REDIS_URL": url})
 
 
-def test_a_follower_of_a_job_that_failed_meanwhile_is_queued_not_stuck(real_redis, redis_server):
+def first_and_follower(real_redis, redis_server, first_status: str) -> tuple[Settings, Queue]:
+    """FIRST queued and moved to ``first_status``, then FOLLOWER queued to follow it."""
     s = settings(redis_server)
     queue = Queue(s.queue_name, connection=real_redis)
     enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
-    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.FAILED)  # it failed while the follower was stored
+    real_redis.hset(f"rq:job:{FIRST}", "status", first_status)
     enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    return s, queue
+
+
+def test_a_follower_of_a_job_that_failed_meanwhile_is_queued_not_stuck(real_redis, redis_server):
+    # the first job failed while the follower was being stored
+    _, queue = first_and_follower(real_redis, redis_server, JobStatus.FAILED)
     follower = queue.fetch_job(FOLLOWER)
     assert follower.get_status() == JobStatus.DEFERRED  # RQ defers it and would never queue it
     assert reuse.release_follower(queue, FOLLOWER)
@@ -36,21 +43,13 @@ def test_a_follower_of_a_job_that_failed_meanwhile_is_queued_not_stuck(real_redi
 
 
 def test_a_follower_of_a_running_job_waits(real_redis, redis_server):
-    s = settings(redis_server)
-    queue = Queue(s.queue_name, connection=real_redis)
-    enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
-    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.STARTED)
-    enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    _, queue = first_and_follower(real_redis, redis_server, JobStatus.STARTED)
     assert not reuse.release_follower(queue, FOLLOWER)
     assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.DEFERRED
 
 
 def test_the_reconciler_frees_followers_whose_first_job_is_gone(real_redis, redis_server):
-    s = settings(redis_server)
-    queue = Queue(s.queue_name, connection=real_redis)
-    enqueue_resize(queue, s, FIRST, "acme", SPEC, None)
-    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.STARTED)
-    enqueue_resize(queue, s, FOLLOWER, "acme", SPEC, None, follows=FIRST)
+    s, queue = first_and_follower(real_redis, redis_server, JobStatus.STARTED)
     real_redis.delete(f"rq:job:{FIRST}")  # lost (expired, or Redis lost part of its data)
     reconcile(real_redis, FakeStorage(), s, force=True)
     assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.QUEUED
