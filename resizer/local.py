@@ -98,6 +98,13 @@ MALLOC = {"MALLOC_ARENA_MAX": "2"}
 # the API: there the heap's fragmentation under 16 concurrent multi-MB uploads took the peak over its 150 MB.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 
+# Redis's append-only file (docker-compose.yml sets the same; a test checks they agree). Originals riding in Redis
+# stream megabytes a second through the AOF while little of it stays live, so with Redis's default (rewrite once
+# the file passes 64 MB and doubled) it forked and rewrote the file every few seconds: 12 MP -> 100x100 spent
+# 16-18 ms of Redis CPU a job, 11 ms when the file may grow to 1 GB first. The cost: up to ~1 GB of disk, and a
+# restart replays up to that much (seconds).
+REDIS_AOF_REWRITE = ("--auto-aof-rewrite-min-size", "1gb")
+
 
 @dataclass
 class Proc:
@@ -192,7 +199,7 @@ class Stack:
         persistence = (["--appendonly", "no"] if self.redis_persistence == "none" else
                        ["--appendonly", "yes", "--appendfsync", self.redis_persistence])
         self.spawn(Proc("redis", [server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
-                                  "--save", "", *persistence], self.env))
+                                  "--save", "", *REDIS_AOF_REWRITE, *persistence], self.env))
         wait_for(lambda: port_open("127.0.0.1", self.redis_port), "redis-server", proc=self.procs["redis"])
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
 

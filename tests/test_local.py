@@ -73,3 +73,26 @@ def test_a_clean_exit_is_restarted_quickly_every_time(tmp_path):
             stack.supervise_once()
     finally:
         stack.stop()
+
+
+def test_its_own_redis_keeps_an_aof_and_rewrites_it_only_past_the_size_compose_uses(tmp_path):
+    """make run's Redis is the benchmark's: it must rewrite its AOF as rarely as production's (compose) does."""
+    import redis
+    import yaml
+
+    from resizer.local import REDIS_AOF_REWRITE, ROOT
+
+    stack = Stack(workdir=tmp_path, own_redis=True, redis_persistence="always", env={"REDIS_URL": ""},
+                  log_dir=tmp_path / "logs")
+    stack.env = dict(stack.env)
+    try:
+        stack._start_redis()
+        client = redis.Redis.from_url(stack.env["REDIS_URL"])
+        config = client.config_get("auto-aof-rewrite-min-size") | client.config_get("appendonly")
+        client.close()
+    finally:
+        stack.stop()
+    assert config == {"auto-aof-rewrite-min-size": str(1 << 30), "appendonly": "yes"}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
+    at = compose.index(REDIS_AOF_REWRITE[0])
+    assert tuple(compose[at:at + 2]) == REDIS_AOF_REWRITE
