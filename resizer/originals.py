@@ -106,9 +106,15 @@ class _Chain(io.RawIOBase):
         return self._size
 
 
-def reserve(connection: redis.Redis, size: int, budget: int) -> bool:
-    """Take ``size`` bytes of the Redis budget; False (and nothing taken) if it would go over."""
-    if connection.incrby(REDIS_BYTES, size) <= budget:
+def queue_reserve(pipe: redis.client.Pipeline, size: int) -> None:
+    """Take ``size`` bytes of the Redis budget, on a caller's pipeline (so it shares a round trip with the
+    fingerprint's claim); its reply goes to reserved()."""
+    pipe.incrby(REDIS_BYTES, size)
+
+
+def reserved(connection: redis.Redis, metered: int, size: int, budget: int) -> bool:
+    """Whether the bytes are taken, from the meter after taking them: over the budget they are given back."""
+    if metered <= budget:
         return True
     connection.decrby(REDIS_BYTES, size)
     return False

@@ -54,6 +54,22 @@ def claim(connection: redis.Redis, print_: str, token: str, seconds: int) -> str
     return connections.claim(connection, PREFIX + print_, token, seconds)
 
 
+def queue_claim(pipe: redis.client.Pipeline, print_: str, token: str, seconds: int) -> None:
+    """The claim's commands on a caller's pipeline (so it shares a round trip); read the replies with claimed()."""
+    pipe.set(PREFIX + print_, token, nx=True, ex=seconds)
+    pipe.get(PREFIX + print_)
+
+
+def claimed(connection: redis.Redis, replies: list, print_: str, token: str, seconds: int) -> str | None:
+    """What claim() returns, from the two replies of queue_claim()'s commands."""
+    took, holder = replies
+    if took:
+        return None
+    if holder is not None:
+        return holder.decode()
+    return claim(connection, print_, token, seconds)  # the holder's claim expired in between: claim again
+
+
 def release(connection: redis.Redis, print_: str, token: str) -> None:
     """Give the claim up (the submit that took it failed), unless another token holds it by now."""
     try:

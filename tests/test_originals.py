@@ -69,6 +69,57 @@ def test_large_uploads_and_a_full_budget_go_to_storage(settings, real_redis, sto
     assert meter(real_redis) == sum(real_redis.strlen(originals.REDIS_PREFIX + t) for t in in_redis)
 
 
+def test_the_fingerprints_claim_and_the_budget_share_one_round_trip_before_the_transaction(
+        settings, real_redis, storage, monkeypatch):
+    """Under load every write waits for Redis's fsync: a submit makes two writes, the claim and the transaction."""
+    service = jobs(settings, real_redis, storage, monkeypatch)
+    service.submit(image_bytes((50, 40)), "image/jpeg", spec())  # first use: RQ asks for Redis's version once
+    sent = []
+    pipeline_class = type(real_redis.pipeline())
+    execute, command = pipeline_class.execute, type(real_redis).execute_command
+
+    def counting_pipeline(pipe, *args, **kwargs):
+        sent.append(("transaction" if pipe.transaction else "pipeline", [c[0][0] for c in pipe.command_stack]))
+        return execute(pipe, *args, **kwargs)
+
+    def counting_command(conn, *args, **kwargs):
+        sent.append(("command", [args[0]]))
+        return command(conn, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_class, "execute", counting_pipeline)
+    monkeypatch.setattr(type(real_redis), "execute_command", counting_command)
+    service.submit(image_bytes((60, 40)), "image/jpeg", spec())
+    assert sent[0] == ("pipeline", ["SET", "GET", "INCRBY"])
+    assert [kind for kind, _ in sent] == ["pipeline", "transaction"], sent
+    assert "SET" in sent[1][1]  # the original rides in the job's transaction
+
+
+def test_identical_work_gives_its_reservation_back(settings, real_redis, storage, monkeypatch):
+    """The second of two identical uploads follows the first's job: only the first's original is in Redis."""
+    service = jobs(settings, real_redis, storage, monkeypatch)
+    data = image_bytes((60, 40))
+    first = service.submit(data, "image/jpeg", spec()).token
+    second = service.submit(data, "image/jpeg", spec()).token
+    assert original_key(second) in storage.objects and not real_redis.exists(originals.REDIS_PREFIX + second)
+    assert meter(real_redis) == real_redis.strlen(originals.REDIS_PREFIX + first)
+
+
+def test_a_submit_that_fails_after_reserving_gives_the_bytes_back(settings, real_redis, storage, monkeypatch):
+    from resizer import reuse
+
+    service = jobs(settings, real_redis, storage, monkeypatch)
+    data = image_bytes((60, 40))
+    first = service.submit(data, "image/jpeg", spec()).token
+
+    def blip(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("blip")
+
+    monkeypatch.setattr(reuse, "state_of", blip)  # asking about the identical first job fails
+    with pytest.raises(redis.exceptions.ConnectionError):
+        service.submit(data, "image/jpeg", spec())
+    assert meter(real_redis) == real_redis.strlen(originals.REDIS_PREFIX + first)
+
+
 def test_a_redis_that_may_lose_acknowledged_writes_gets_no_originals(settings, real_redis, storage, monkeypatch):
     service = jobs(settings, real_redis, storage, monkeypatch, durable=durability.NOT_DURABLE)
     token = service.submit(image_bytes((60, 40)), "image/jpeg", spec()).token
