@@ -10,6 +10,7 @@ the body is read (``MAX_CONTENT_LENGTH``).
 from __future__ import annotations
 
 import binascii
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ def read_body(request: Request) -> bytes:
     if not length:
         return request.get_data(cache=False)
     request.stream  # noqa: B018 -- Werkzeug checks MAX_CONTENT_LENGTH here (413) before anything is read
+    direct = _read_from_gunicorn(request.environ, length)
+    if direct is not None:
+        return direct
     # The server's own reader, not Werkzeug's LimitedStream around it: that one reads into a fresh buffer and
     # copies out of it again (two more copies of the upload, ~1.5 ms for 2.8 MB). The server's reader stops at
     # the Content-Length by itself.
@@ -57,6 +61,47 @@ def read_body(request: Request) -> bytes:
         parts.append(part)
         length -= len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_from_gunicorn(environ: dict, length: int) -> bytes | None:
+    """The body straight from gunicorn's socket into the bytes it ends up in; None where that is not possible.
+
+    gunicorn's reader receives into a fresh 1 MiB object per recv(), appends it to a buffer and copies the
+    result out again: 9.7 ms of CPU for a 2.4 MB upload, most of it page faults on new memory. Receiving
+    into one buffer that becomes the bytes object (a BytesIO over zeroed memory, which hands its buffer out
+    without a copy) takes 1.3 ms. This uses gunicorn's reader objects (checked here, pinned in requirements):
+    what its parser read ahead comes first, anything past the body (a pipelined request) goes back, and the
+    reader is told the body is consumed, so the connection stays usable for the next request.
+    """
+    sock = environ.get("gunicorn.socket")
+    body = environ.get("wsgi.input")
+    reader = getattr(body, "reader", None)
+    unreader = getattr(reader, "unreader", None)
+    if (sock is None or type(reader).__name__ != "LengthReader" or getattr(reader, "length", None) != length
+            or not hasattr(unreader, "take_buffered") or not hasattr(unreader, "unread")
+            or not isinstance(getattr(body, "buf", None), io.BytesIO) or body.buf.getvalue()):
+        return None
+    ahead = unreader.take_buffered()
+    if len(ahead) > length:
+        unreader.unread(ahead[length:])
+        ahead = ahead[:length]
+    buffer = io.BytesIO(bytes(length))  # zeroed pages, mapped on first write; the BytesIO owns the only reference
+    received = len(ahead)
+    try:
+        with buffer.getbuffer() as view:
+            view[:received] = ahead
+            while received < length:
+                got = sock.recv_into(view[received:])
+                if not got:
+                    break  # the client stopped sending: what came is checked like any other body
+                received += got
+    except BaseException:
+        body.failed = True  # where the next request starts is unknown: gunicorn closes the connection
+        raise
+    finally:
+        reader.length = 0
+    data = buffer.getvalue()
+    return data if received == length else data[:received]
 
 
 def read_upload(request: Request) -> Upload:

@@ -6,6 +6,8 @@ import io
 import json
 import uuid
 
+import threading
+
 import pytest
 from rq import Queue
 from rq.job import Job
@@ -428,3 +430,81 @@ def test_an_upload_body_is_read_in_one_call_not_in_64_kib_steps(app, content_typ
         assert read_body(request) == body
     assert stream.reads[0] == len(body) and len(stream.reads) <= 2
 
+
+
+def _gunicorn_request(app, sent: bytes, length: int, read_ahead: int):
+    """A request context whose body comes through gunicorn's own reader objects over a real socket.
+
+    ``sent`` is what the client wrote after the headers; ``read_ahead`` bytes of it the parser already holds.
+    """
+    import socket
+
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    server, client = socket.socketpair()
+
+    def send() -> None:  # more than the socket buffers: the client writes while the body is read
+        client.sendall(sent[read_ahead:])
+        client.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    unreader = SocketUnreader(server)
+    unreader.unread(sent[:read_ahead])
+    body = Body(LengthReader(unreader, length))
+    context = app.test_request_context("/api/v1/resize", method="POST",
+                                       headers={"Content-Type": "image/jpeg", "Content-Length": str(length)})
+    # as gunicorn's worker sets them
+    context.request.environ.update({"gunicorn.socket": server, "wsgi.input": body, "CONTENT_LENGTH": str(length)})
+    return context, body, unreader, (sender, server, client)
+
+
+def _close(sockets) -> None:
+    sender, *rest = sockets
+    sender.join(10)
+    for s in rest:
+        s.close()
+
+
+@pytest.mark.parametrize("read_ahead", [0, 1000, 3_000_000 + 5])
+def test_under_gunicorn_the_body_comes_straight_from_the_socket_and_the_next_request_stays(app, read_ahead):
+    """The body is received into its final bytes (gunicorn's reader copies it 3 times over, 9.7 -> 1.3 ms of CPU
+    for 2.4 MB); what follows it on the connection (a pipelined request) is left for gunicorn's parser."""
+    from flask import request
+
+    from resizer import intake
+
+    body = bytes(range(256)) * 11_719 + b"tail"  # 3,000,068 bytes, no two offsets alike
+    following = b"GET /next HTTP/1.1\r\n\r\n"
+    context, stream, unreader, sockets = _gunicorn_request(app, body + following, len(body), read_ahead)
+    slow_path = []
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(stream), "read", lambda *a, **k: slow_path.append(a) or b"")
+            with context:
+                data = intake.read_body(request)
+        assert not slow_path, "the body went through gunicorn's reader"
+        assert type(data) is bytes and data == body
+        assert stream.reader.length == 0 and not stream.failed  # gunicorn knows the body is consumed
+        rest = b""
+        while chunk := unreader.read():
+            rest += chunk
+        assert rest == following  # the next request, whole, for gunicorn's parser
+    finally:
+        _close(sockets)
+
+
+def test_under_gunicorn_a_body_cut_short_is_what_came(app):
+    from flask import request
+
+    from resizer import intake
+
+    body = b"\xff\xd8" + b"z" * 50_000
+    context, stream, _, sockets = _gunicorn_request(app, body, len(body) + 10_000, 0)  # the client stops early
+    try:
+        with context:
+            assert intake.read_body(request) == body
+        assert stream.reader.length == 0
+    finally:
+        _close(sockets)
