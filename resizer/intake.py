@@ -24,6 +24,8 @@ from .imaging import open_image
 from .options import MAX_QUERY_VALUE
 
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
+_DATA_URI_BYTES = re.compile(_DATA_URI.pattern.encode(), re.IGNORECASE)
+_IMAGE_KEY = re.compile(rb'"imageData"\s*:\s*"')
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
          "AVIF": "image/avif", "TIFF": "image/tiff", "BMP": "image/bmp", "HEIF": "image/heic"}
 
@@ -140,6 +142,9 @@ def _from_json(request: Request) -> Upload:
     # Parse without Flask's caches: a 40 MB body would otherwise stay in memory
     # three times over (raw bytes, parsed JSON, decoded image) until the request ends.
     raw = read_body(request)
+    common = _common_json_upload(raw)
+    if common is not None:
+        return common
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
@@ -153,6 +158,38 @@ def _from_json(request: Request) -> Upload:
     if not isinstance(encoded, str):
         raise InvalidParameter("Invalid parameter 'imageData': it must be a base64 string.")
     return Upload(decode_base64(encoded), body)
+
+
+def _common_json_upload(raw: bytes) -> Upload | None:
+    """The usual JSON upload, plain base64 in ``imageData``, without reading the image as JSON text.
+
+    The JSON parser scans every character of the image's string and builds a str of it, which is then
+    encoded back to bytes for the base64 decoder: 5.5 ms of CPU for a 2.8 MB image. Here the string's
+    bytes are decoded where they lie and only the rest of the body goes to the parser, with the image's
+    string left empty. Anything else (escapes, line breaks, the URL-safe alphabet, a second imageData,
+    invalid JSON) gets None, and the full parse answers it exactly as before.
+    """
+    key = _IMAGE_KEY.search(raw)
+    if key is None or raw[key.start() - 1:key.start()] == b"\\":
+        return None
+    start = key.end()
+    end = raw.find(b'"', start)
+    if end < 0:
+        return None
+    try:
+        body = json.loads(raw[:start] + raw[end:])  # ... "imageData": "" ...
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict) or body.get("imageData") != "":
+        return None
+    del body["imageData"]
+    text = memoryview(raw)[start:end]
+    prefix = _DATA_URI_BYTES.match(text)
+    try:
+        data = pybase64.b64decode(text[prefix.end():] if prefix else text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return Upload(data, body) if data else None
 
 
 def _from_form(request: Request) -> Upload:

@@ -508,3 +508,72 @@ def test_under_gunicorn_a_body_cut_short_is_what_came(app):
         assert stream.reader.length == 0
     finally:
         _close(sockets)
+
+
+def _full_parse(raw: bytes):
+    """How a JSON upload is read without the shortcut: the whole body through the JSON parser."""
+    from resizer import intake
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(intake, "_common_json_upload", lambda raw: None)
+        return _outcome(raw)
+
+
+def _outcome(raw: bytes):
+    from flask import Flask, request
+
+    from resizer import intake
+    from resizer.errors import ResizerError
+
+    with Flask(__name__).test_request_context("/", method="POST", data=raw, content_type="application/json"):
+        try:
+            upload = intake.read_upload(request)
+        except ResizerError as exc:
+            return ("error", exc.code, exc.message)
+    return ("upload", upload.data, upload.options)
+
+
+_B64 = b64(bytes(range(256)) * 40)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"imageData": "%s"}' % _B64.encode(),
+    b'{"width":5,"imageData":"%s","height":7}' % _B64.encode(),
+    b'{ "imageData" :\n "%s" , "fit": "cover"}' % _B64.encode(),
+    b'{"imageData": "data:image/png;base64,%s"}' % _B64.encode(),
+    b'{"imageData": "DATA:image/png;base64,%s"}' % _B64.encode(),
+    b'{"imageData": "%s"}' % _B64[:-2].encode(),  # padding missing
+    b'{"imageData": "%s"}' % _B64.replace("+", "-").replace("/", "_").encode(),  # URL-safe alphabet
+    b'{"imageData": "%s\\n%s"}' % (_B64[:76].encode(), _B64[76:].encode()),  # an escaped line break
+    b'{"imageData": "%s\\u0041"}' % _B64[:-4].encode(),  # an escape inside the image
+    b'{"imageData": "QUJD", "imageData": "%s"}' % _B64.encode(),  # the last one counts
+    b'{"meta": {"imageData": "QUJD"}, "imageData": "%s"}' % _B64.encode(),
+    b'{"meta": {"imageData": "%s"}}' % _B64.encode(),
+    b'{"\\"imageData": "%s"}' % _B64.encode(),
+    b'{"imageData": "%s", }' % _B64.encode(),  # not JSON
+    b'{"imageData": "%s"' % _B64.encode(),  # cut short
+    b'["imageData", "%s"]' % _B64.encode(),
+    b'{"imageData": ""}',
+    b'{"imageData": "data:image/png;base64,"}',
+    b'{"imageData": "===="}',
+    b'{"imageData": "not*base64!"}',
+    b'{"imageData": 5}',
+    b'{"imageData": "%s", "width": 1e999999}' % _B64.encode(),
+], ids=lambda raw: raw[:40].decode(errors="replace") + f"..{len(raw)}")
+def test_the_usual_json_upload_is_read_without_parsing_the_image_and_means_the_same(raw):
+    assert _outcome(raw) == _full_parse(raw)
+
+
+def test_a_big_json_upload_hands_only_its_options_to_the_json_parser(monkeypatch):
+    """json.loads scanning a 3.7 MB base64 string cost 5.5 ms of API CPU per 2.8 MB image."""
+    import json as json_module
+
+    from resizer import intake
+
+    image = bytes(range(256)) * 12_000
+    parsed = []
+    loads = json_module.loads
+    monkeypatch.setattr(intake.json, "loads", lambda text, *a, **k: parsed.append(len(text)) or loads(text, *a, **k))
+    kind, data, options = _outcome(b'{"imageData": "%s", "width": 100}' % b64(image).encode())
+    assert (kind, data, options) == ("upload", image, {"width": 100})
+    assert parsed and max(parsed) < 100
