@@ -301,9 +301,10 @@ class Jobs:
             return
         try:
             key = records.DONE_PREFIX + token
-            if self.waiter.blpop([key], timeout=seconds) is not None:
-                self.waiter.lpush(key, 1)  # leave it for anyone else waiting on the same job
-                self.waiter.expire(key, 60)
+            # From the list to itself: it wakes on the end's push and leaves the list as it was for anyone else
+            # waiting on the same job (with BLPOP a LPUSH and an EXPIRE had to put it back: two more writes,
+            # each waiting for Redis's fsync).
+            self.waiter.blmove(key, key, seconds, "RIGHT", "LEFT")
         finally:
             self.waiters.release()
 

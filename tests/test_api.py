@@ -348,24 +348,37 @@ def test_json_nested_deeper_than_the_parser_goes_is_a_client_error(client, where
 
 
 @pytest.fixture
-def long_poll(app):
-    """The app's job service; its long-poll client (``create_app(waiter=...)``) is on the same fake Redis."""
-    return app.extensions["resizer"].jobs
+def long_poll_app(settings, s3, redis_server, real_redis):
+    """The app on a real Redis (fakeredis's BLMOVE does not block), its long polls on a client of their own."""
+    import redis as redis_lib
+
+    from resizer.app import create_app
+
+    waiter = redis_lib.Redis.from_url(redis_server)
+    yield create_app(settings, redis_client=real_redis, storage=s3, waiter=waiter)
+    waiter.close()
 
 
-def test_long_poll_returns_as_soon_as_the_result_is_published(client, fake_redis, long_poll):
+@pytest.fixture
+def long_poll(long_poll_app):
+    """The app's job service, whose wait() blocks on Redis."""
+    return long_poll_app.extensions["resizer"].jobs
+
+
+def test_long_poll_returns_as_soon_as_the_result_is_published(long_poll_app, real_redis, long_poll):
     import threading
     import time
 
     from resizer import records
 
+    client = long_poll_app.test_client()
     token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
     started = time.monotonic()
     r = client.get(f"/api/v1/resize/{token}?wait=1")
     assert r.get_json()["status"] == "PENDING" and time.monotonic() - started >= 0.9  # it did wait
     record = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."},
               "finished_at": "2026-01-01T00:00:00Z"}
-    timer = threading.Timer(0.3, records.publish, (fake_redis, token, "public", record, 60))
+    timer = threading.Timer(0.3, records.publish, (real_redis, token, "public", record, 60))
     timer.start()
     started = time.monotonic()
     r = client.get(f"/api/v1/resize/{token}?wait=20")
@@ -373,6 +386,31 @@ def test_long_poll_returns_as_soon_as_the_result_is_published(client, fake_redis
     timer.join()
     assert r.get_json()["status"] == "FAILURE" and r.get_json()["error"]["code"] == "corrupt_image"
     assert elapsed < 10, f"the long poll waited {elapsed:.1f} s instead of waking when the result was published"
+
+
+def test_every_long_poll_on_an_ended_job_wakes_and_leaves_the_announcement_as_it_was(long_poll_app, real_redis,
+                                                                                     long_poll, monkeypatch):
+    import time
+
+    from resizer import records
+
+    client = long_poll_app.test_client()
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    records.publish(real_redis, token, "public", {"status": "FAILURE", "error": {"code": "corrupt_image",
+                                                                                  "message": "Broken."}}, 60)
+    key = records.DONE_PREFIX + token
+    real_redis.expire(key, 30)  # under the 60 s the announcement is written with: a renewal would show
+    announced = real_redis.lrange(key, 0, -1)
+    sent = []
+    command = type(long_poll.waiter).execute_command
+    monkeypatch.setattr(type(long_poll.waiter), "execute_command",
+                        lambda conn, *args, **kw: sent.append(args[0]) or command(conn, *args, **kw))
+    started = time.monotonic()
+    for _ in range(3):  # three clients waiting on the same job, one after the other
+        long_poll.wait(token, 5)
+    assert time.monotonic() - started < 3, "a wait did not wake on the announcement"
+    assert sent == ["BLMOVE"] * 3  # one command a wait: nothing taken, so nothing to put back
+    assert real_redis.lrange(key, 0, -1) == announced and 0 < real_redis.pttl(key) <= 30_000
 
 
 def test_the_readme_error_table_lists_every_error_with_its_status():
