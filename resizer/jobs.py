@@ -113,6 +113,9 @@ class Jobs:
             earlier, in_redis = self._claim(print_, token, packed)
             reserved = len(packed) if in_redis else 0
             if earlier is not None:
+                if reserved:  # identical work: this upload waits in storage if it waits at all
+                    self._unreserve(reserved)
+                    reserved, in_redis, packed = 0, False, None
                 state, record = self._earlier(earlier, tenant)
                 if state == "succeeded":
                     self._end_reused(token, tenant, spec, record)
@@ -139,7 +142,7 @@ class Jobs:
             reuse.release(self.redis, print_, token)
             raise
         finally:
-            if reserved:  # reused or followed work, or a failure before the transaction: the bytes go back
+            if reserved:  # a failure before the transaction: the bytes go back
                 self._unreserve(reserved)
         return Submission(token, created=True)
 
@@ -148,7 +151,7 @@ class Jobs:
         round trip (under load each write waits for Redis's fsync: 6 ms at p50, 21 at p99, measured).
 
         Returns the token holding the fingerprint already (None: the claim is ours) and whether the bytes are
-        reserved (the caller gives them back unless its transaction takes them).
+        reserved (the caller gives them back unless its transaction takes them; at once if the work is reused).
         """
         ttl = reuse.ttl(self.settings)
         with self.redis.pipeline(transaction=False) as pipe:

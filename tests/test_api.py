@@ -505,7 +505,7 @@ def _close(sockets) -> None:
         s.close()
 
 
-@pytest.mark.parametrize("read_ahead", [0, 1000, 3_000_000 + 5])
+@pytest.mark.parametrize("read_ahead", [0, 1000, "the body and part of the next request"])
 def test_under_gunicorn_the_body_comes_straight_from_the_socket_and_the_next_request_stays(app, read_ahead):
     """The body is received into its final bytes (gunicorn's reader copies it 3 times over, 9.7 -> 1.3 ms of CPU
     for 2.4 MB); what follows it on the connection (a pipelined request) is left for gunicorn's parser."""
@@ -515,6 +515,8 @@ def test_under_gunicorn_the_body_comes_straight_from_the_socket_and_the_next_req
 
     body = bytes(range(256)) * 11_719 + b"tail"  # 3,000,068 bytes, no two offsets alike
     following = b"GET /next HTTP/1.1\r\n\r\n"
+    if not isinstance(read_ahead, int):
+        read_ahead = len(body) + 5  # gunicorn's parser read past the body: the surplus must go back
     context, stream, unreader, sockets = _gunicorn_request(app, body + following, len(body), read_ahead)
     slow_path = []
     try:
@@ -585,6 +587,9 @@ _B64 = b64(bytes(range(256)) * 40)
     b'{"imageData": "%s\\n%s"}' % (_B64[:76].encode(), _B64[76:].encode()),  # an escaped line break
     b'{"imageData": "%s\\u0041"}' % _B64[:-4].encode(),  # an escape inside the image
     b'{"imageData": "QUJD", "imageData": "%s"}' % _B64.encode(),  # the last one counts
+    b'{"imageData": "%s", "imageData": ""}' % _B64.encode(),
+    b'{"imageData": "%s", "image\\u0044ata": ""}' % _B64.encode(),
+    b'{"meta": {"imageData": "%s"}, "imageData": ""}' % _B64.encode(),
     b'{"meta": {"imageData": "QUJD"}, "imageData": "%s"}' % _B64.encode(),
     b'{"meta": {"imageData": "%s"}}' % _B64.encode(),
     b'{"\\"imageData": "%s"}' % _B64.encode(),
