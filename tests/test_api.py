@@ -413,6 +413,30 @@ def test_every_long_poll_on_an_ended_job_wakes_and_leaves_the_announcement_as_it
     assert real_redis.lrange(key, 0, -1) == announced and 0 < real_redis.pttl(key) <= 30_000
 
 
+def test_clients_blocked_on_the_same_job_all_wake_on_its_end(long_poll_app, real_redis, long_poll):
+    import threading
+    import time
+
+    from resizer import records
+
+    token = post_json(long_poll_app.test_client(), {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    woke = []
+    waiters = [threading.Thread(target=lambda: (long_poll.wait(token, 15), woke.append(time.monotonic())))
+               for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    deadline = time.monotonic() + 10
+    while real_redis.info("clients")["blocked_clients"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert real_redis.info("clients")["blocked_clients"] == 3, "the waits never blocked"
+    published = time.monotonic()
+    records.publish(real_redis, token, "public", {"status": "FAILURE", "error": {"code": "corrupt_image",
+                                                                                  "message": "Broken."}}, 60)
+    for waiter in waiters:
+        waiter.join(20)
+    assert len(woke) == 3 and max(woke) - published < 5, "a waiter slept through the job's end"
+
+
 def test_the_readme_error_table_lists_every_error_with_its_status():
     """Docs that match the code: each error code a client can get is in README's table, on its status's row;
     the codes only a job can end with are in the sentence after the table."""
