@@ -111,11 +111,8 @@ class Jobs:
         try:
             follows = None
             earlier, in_redis = self._claim(print_, token, packed)
-            reserved = len(packed) if in_redis else 0
+            reserved, packed = (len(packed), packed) if in_redis else (0, None)
             if earlier is not None:
-                if reserved:  # identical work: this upload waits in storage if it waits at all
-                    self._unreserve(reserved)
-                    reserved, in_redis, packed = 0, False, None
                 state, record = self._earlier(earlier, tenant)
                 if state == "succeeded":
                     self._end_reused(token, tenant, spec, record)
@@ -151,7 +148,8 @@ class Jobs:
         round trip (under load each write waits for Redis's fsync: 6 ms at p50, 21 at p99, measured).
 
         Returns the token holding the fingerprint already (None: the claim is ours) and whether the bytes are
-        reserved (the caller gives them back unless its transaction takes them; at once if the work is reused).
+        reserved (then the caller gives them back unless its transaction takes them). With identical work
+        found, they are given back here: that upload waits in storage if it waits at all.
         """
         ttl = reuse.ttl(self.settings)
         with self.redis.pipeline(transaction=False) as pipe:
@@ -162,11 +160,15 @@ class Jobs:
         in_redis = packed is not None and originals.reserved(
             self.redis, replies[2], len(packed), self.settings.redis_originals_budget)
         try:
-            return reuse.claimed(self.redis, replies[:2], print_, token, ttl), in_redis
+            earlier = reuse.claimed(self.redis, replies[:2], print_, token, ttl)
         except BaseException:
             if in_redis:
                 self._unreserve(len(packed))
             raise
+        if in_redis and earlier is not None:
+            self._unreserve(len(packed))
+            in_redis = False
+        return earlier, in_redis
 
     def durability(self) -> durability.Durability:
         """What Redis keeps (probed at most once a minute: a restart may change it)."""

@@ -84,7 +84,6 @@ def test_its_own_redis_keeps_an_aof_and_rewrites_it_only_past_the_size_compose_u
 
     stack = Stack(workdir=tmp_path, own_redis=True, redis_persistence="always", env={"REDIS_URL": ""},
                   log_dir=tmp_path / "logs")
-    stack.env = dict(stack.env)
     try:
         stack._start_redis()
         client = redis.Redis.from_url(stack.env["REDIS_URL"])
