@@ -230,6 +230,25 @@ class S3Server:
             self.proc = None
 
 
+def test_outputs_are_stored_by_a_directly_signed_put_the_s3_server_checks(stack):
+    """The worker's PUT, signed without boto3's client (tests/test_storage.py compares it with the client's),
+    is taken by a server that checks SigV4, metadata and all; with a wrong secret the same PUT is refused."""
+    from settings import Settings
+
+    storage = Storage(Settings.from_env(stack.env))
+    key, data = f"outputs/direct/{uuid.uuid4()}/é x+1.jpg", image_bytes()
+    statuses: list[int] = []
+    direct = storage._put_direct
+    storage._put_direct = lambda *args: statuses.append(direct(*args)) or statuses[-1]
+    storage.put(key, data, "image/jpeg", "public, max-age=60", {"resizer-record": "v1;eyJhIjoxfQ=="})
+    assert statuses == [200], "the directly signed PUT was not stored: boto3 stored it instead"
+    head = storage.client.head_object(Bucket=storage.bucket, Key=key)
+    assert head["ContentType"] == "image/jpeg" and storage.head(key)["metadata"] == {"resizer-record": "v1;eyJhIjoxfQ=="}
+    assert storage.get(key) == data
+    wrong = Storage(Settings.from_env({**stack.env, "S3_SECRET_ACCESS_KEY": "not-the-secret-0123456789"}))
+    assert wrong._put_direct(key + ".2", data, "image/jpeg", None, None) == 403
+
+
 def test_presigned_urls_die_with_the_key_that_signed_them(tmp_path):
     """A SigV4 presigned URL names its access key id and is signed with that key's secret: once the
     server no longer has that key (deleted, or its secret changed) the URL is refused at once, long
