@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 from rq.job import Job
 from rq.queue import Queue
-from rq.worker import SimpleWorker
+from rq.suspension import WORKERS_SUSPENDED
+from rq.utils import now as rq_now
+from rq.worker import SimpleWorker, WorkerStatus
 
 from settings import Settings
 
@@ -41,6 +43,7 @@ class ResizeWorker(SimpleWorker):
     reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
     renew_every: float = 1.0  # between jobs, the worker's own key is renewed at most this often
     _renewed: float = 0.0  # monotonic time of the last renewal that gave the key its full TTL
+    _not_suspended: bool = False  # the job that just ended found workers not suspended
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -49,15 +52,16 @@ class ResizeWorker(SimpleWorker):
     # the dequeue), each an HSET and an EXPIRE of their own, and sets the state "idle" twice: 10 of the ~22
     # Redis round trips of a small job, each waiting for Redis's fsync where Redis keeps what it acknowledges.
     # The key lives worker_ttl + 60 s, so a renewal within the last second that gave it that full TTL is
-    # enough. Only a renewal this method sent and saw succeed counts: one queued on someone else's pipeline
-    # (the job's start, which shortens the TTL; the suspension check) may yet fail, so the next one goes out.
+    # enough, whether asked for on its own or on someone else's pipeline (RQ's suspension check). Only a
+    # renewal this class sent and saw succeed counts: one queued on someone else's pipeline (the job's start,
+    # which shortens the TTL; the suspension check) may yet fail, so the next one goes out.
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         full = timeout is None or timeout >= self.worker_ttl + 60
+        if full and _monotonic() - self._renewed < self.renew_every:
+            return
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
             self._renewed = 0.0
-            return
-        if full and _monotonic() - self._renewed < self.renew_every:
             return
         self._renewed = 0.0
         with self.connection.pipeline(transaction=False) as pipe:  # HSET and EXPIRE in one round trip
@@ -71,14 +75,36 @@ class ResizeWorker(SimpleWorker):
         super().set_state(state, pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        """SimpleWorker's, with the state "idle" and the worker's renewal after the job in one round trip."""
         done = threading.Event()
         beat = threading.Thread(target=self._beat, args=(job, done), name="heartbeat", daemon=True)
         beat.start()
         try:
-            super().execute_job(job, queue)
+            self.prepare_execution(job)
+            self.perform_job(job, queue)
         finally:
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
+        # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.set_state(WorkerStatus.IDLE, pipe)
+            super().heartbeat(None, pipe)  # the job's start shortened the key's TTL: the full one again
+            pipe.exists(WORKERS_SUSPENDED)
+            suspended = pipe.execute()[-1]
+        self._renewed = _monotonic()
+        self._not_suspended = not suspended
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if self._not_suspended:  # asked a moment ago, with the job's end: once
+            self._not_suspended = False
+            return
+        super().check_for_suspension(burst)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's writes the job's last heartbeat here, a round trip of its own that nothing reads: liveness is
+        the execution's (renewed by ``_beat``). The value is kept and goes out with the job's ending."""
+        job.ended_at = rq_now()
+        job.last_heartbeat = job.ended_at
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

@@ -84,3 +84,83 @@ def test_the_state_is_written_only_when_it_changes(worker, real_redis):
     assert real_redis.hget(worker.key, "state") == b"marker"
     worker.set_state("busy")
     assert real_redis.hget(worker.key, "state") == b"busy"
+
+
+# -- a whole job ----------------------------------------------------------------------------------------------
+TRIPS: list[tuple] = []  # what the worker sent, one entry per round trip
+RAN: list[int] = []  # len(TRIPS) when each job ran
+
+
+def record_run(suspend: bool = False) -> None:
+    RAN.append(len(TRIPS))
+    if suspend:  # as `rq suspend` does
+        from rq import get_current_job
+        from rq.suspension import suspend as suspend_workers
+
+        suspend_workers(get_current_job().connection)
+
+
+@pytest.fixture
+def counted(real_redis, monkeypatch):
+    """Every round trip to Redis: a command sent alone, a pipeline sent, a command a WATCHing pipeline sends."""
+    import redis
+
+    TRIPS.clear()
+    RAN.clear()
+    send = redis.Redis.execute_command
+    execute = redis.client.Pipeline.execute
+    immediate = redis.client.Pipeline.immediate_execute_command
+    monkeypatch.setattr(redis.Redis, "execute_command",
+                        lambda self, *args, **kw: TRIPS.append((args[0],)) or send(self, *args, **kw))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *a, **kw: TRIPS.append(
+        tuple(" ".join(map(str, c[0][:3])) for c in pipe.command_stack)) or execute(pipe, *a, **kw))
+    monkeypatch.setattr(redis.client.Pipeline, "immediate_execute_command",
+                        lambda pipe, *args, **kw: TRIPS.append((args[0],)) or immediate(pipe, *args, **kw))
+    return TRIPS
+
+
+def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
+    queue = Queue("t", connection=real_redis)
+    for kwargs in jobs:
+        queue.enqueue(f"{__name__}.record_run", **kwargs)  # this very module (its lists)
+    w = ResizeWorker([queue], connection=real_redis, name="burst", worker_ttl=30)
+    w.reconciles = False
+    try:
+        w.work(burst=True)
+    finally:
+        if w.pubsub is not None:  # RQ unsubscribes but leaves its connection open
+            w.pubsub.close()
+    return w, queue
+
+
+def test_a_job_costs_the_worker_nine_round_trips_of_rqs_bookkeeping(real_redis, counted):
+    """Dequeue, fetch, two for the start, RQ's PERSIST, WATCH and SMEMBERS of dependents, the ending, and the
+    state "idle" with the renewal and the suspension check: 9. It was 13: the job's heartbeat after it ran, the
+    state, a renewal and the suspension check each on their own, and one more renewal before the dequeue."""
+    run_burst(real_redis, [{}] * 4)
+    assert len(RAN) == 4
+    per_job = [b - a for a, b in zip(RAN, RAN[1:])]
+    assert max(per_job) <= 9, f"{per_job}: {counted[RAN[1]:RAN[2]]}"
+
+
+def test_after_a_job_the_worker_is_idle_with_its_full_ttl_in_one_round_trip(real_redis, counted):
+    w, _ = run_burst(real_redis, [{}] * 2)
+    between = counted[RAN[0]:RAN[1]]
+    ending = [trip for trip in between if f"HSET {w.key} state" in trip and "EXISTS rq:suspended" in trip]
+    assert ending == [(f"HSET {w.key} state", f"HSET {w.key} last_heartbeat", f"EXPIRE {w.key} 90",
+                       "EXISTS rq:suspended")]
+
+
+def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(real_redis, counted):
+    _, queue = run_burst(real_redis, [{"suspend": True}, {}])
+    assert len(RAN) == 1 and queue.count == 1
+
+
+def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted):
+    from rq.job import Job
+
+    _, queue = run_burst(real_redis, [{}])
+    job_id = queue.finished_job_registry.get_job_ids()[0]
+    job = Job.fetch(job_id, connection=real_redis)
+    assert job.ended_at is not None and job.last_heartbeat == job.ended_at
+    assert ("HSET",) not in counted[RAN[0]:]  # not a round trip of its own
