@@ -13,6 +13,7 @@ object is ``None`` from ``get``, never an exception.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -21,7 +22,7 @@ from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.hooks import first_non_none_response
 from botocore.utils import determine_content_length, percent_encode
 
@@ -32,6 +33,7 @@ from .errors import StorageUnavailable
 log = logging.getLogger(__name__)
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
 SMALL_BODY = 1 << 20
@@ -40,9 +42,13 @@ SMALL_BODY = 1 << 20
 def _no_continue_for_small_bodies(params, **_) -> None:
     """botocore sends every PUT body only after a ``100 Continue`` (``Expect``): a round trip more, and ~0.3 ms of
     client CPU, for a 3 KB output. It saves sending a large body that would be refused; a small one is sent."""
-    body = params.get("body")
-    if body is not None and (determine_content_length(body) or SMALL_BODY + 1) <= SMALL_BODY:
+    length = determine_content_length(params["body"]) if params.get("body") is not None else None
+    if length is not None and length <= SMALL_BODY:
         params["headers"].pop("Expect", None)
+
+
+# Refusals of a directly signed PUT that say nothing about how it was made: the client's PUT may well succeed.
+_PASSING_REFUSALS = ("RequestTimeout", "OperationAborted", "NoSuchBucket", "SlowDown", "RequestTimeTooSkewed")
 
 
 class Storage:
@@ -93,23 +99,29 @@ class Storage:
     def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None,
             metadata: dict[str, str] | None = None) -> None:
         """Store ``data``; ``metadata`` (ASCII, 2 KB in all) travels with the object as x-amz-meta-*."""
-        direct = self._put_direct(key, data, content_type, cache_control, metadata) if self._direct_put else None
-        if direct is not None and 200 <= direct < 300:
-            return
+        refusal = None
+        if self._direct_put and isinstance(data, bytes) and len(data) <= SMALL_BODY and \
+                all(v.isascii() for v in (metadata or {}).values()):
+            refusal = self._put_direct(key, data, content_type, cache_control, metadata)
+            if refusal is None:
+                return
         extra: dict = {"CacheControl": cache_control} if cache_control else {}
         if metadata:
             extra["Metadata"] = metadata
         self._call("put", key, Body=data, ContentType=content_type, **extra)
-        if direct is not None and 400 <= direct < 500 and direct not in (408, 429):
+        if refusal is not None and (300 <= refusal[0] < 500 and refusal[0] not in (408, 429)
+                                    and refusal[1] not in _PASSING_REFUSALS):
             # Refused here, stored through the client: the two disagree about this store.
-            log.warning("storage refused a directly signed PUT (HTTP %s) that boto3 then stored: every PUT of "
-                        "this process goes through boto3 from now on", direct)
+            log.warning("storage refused a directly signed PUT (HTTP %s %s) that boto3 then stored: every PUT of "
+                        "this process goes through boto3 from now on", *refusal)
             self._direct_put = False
 
     def _put_direct(self, key: str, data: bytes, content_type: str, cache_control: str | None,
-                    metadata: dict[str, str] | None) -> int:
-        """The PUT that ``client.put_object`` sends, signed and sent without the client: its HTTP status (0: no
-        answer). Anything but a 2xx, the caller sends through the client (its retries, its errors)."""
+                    metadata: dict[str, str] | None) -> tuple[int, str] | None:
+        """The PUT that ``client.put_object`` sends, signed and sent without the client (a small body, in one
+        piece). None if it was stored; else (HTTP status, S3 error code), (0, "") if it got no answer, and the
+        caller sends it through the client (its retries, its errors). No answer within the read timeout after
+        the request went out is StorageUnavailable: the client would wait as long again, maybe twice."""
         headers = {"Content-Type": content_type}
         if cache_control:
             headers["Cache-Control"] = cache_control
@@ -122,11 +134,22 @@ class Storage:
         prepared = request.prepare()
         try:
             # Whoever answers the client's requests in its place (moto in the tests) answers this one too.
-            answered = self.client.meta.events.emit("before-send.s3.PutObject", request=prepared)
-            response = first_non_none_response(answered) or self._http.send(prepared)
-        except BotoCoreError:  # unreachable: the client's own retries decide
-            return 0
-        return response.status_code
+            response = first_non_none_response(self.client.meta.events.emit("before-send.s3.PutObject",
+                                                                             request=prepared))
+            if response is None:
+                response = self._http.send(prepared)
+        except ReadTimeoutError as exc:
+            raise StorageUnavailable(f"Object storage did not answer ({_describe(exc)}).") from None
+        except Exception as exc:  # as botocore's endpoint does: any failure to send is the retry's to judge
+            log.info("storage: a directly signed PUT of %s got no answer (%s); sending it through boto3", key, exc)
+            return 0, ""
+        if 200 <= response.status_code < 300:
+            return None
+        code = _ERROR_CODE.search(response.content or b"")
+        refusal = response.status_code, code.group(1).decode(errors="replace") if code else ""
+        log.info("storage: a directly signed PUT of %s was refused (HTTP %s %s); sending it through boto3", key,
+                 *refusal)
+        return refusal
 
     def head(self, key: str) -> dict | None:
         """The object's metadata (names lower-cased) and ``last_modified``, or None if it does not exist."""

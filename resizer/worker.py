@@ -43,7 +43,7 @@ class ResizeWorker(SimpleWorker):
     reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
     renew_every: float = 1.0  # between jobs, the worker's own key is renewed at most this often
     _renewed: float = 0.0  # monotonic time of the last renewal that gave the key its full TTL
-    _not_suspended: bool = False  # the job that just ended found workers not suspended
+    _not_suspended: float = -1.0  # monotonic time the ending of a job found workers not suspended
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -52,16 +52,15 @@ class ResizeWorker(SimpleWorker):
     # the dequeue), each an HSET and an EXPIRE of their own, and sets the state "idle" twice: 10 of the ~22
     # Redis round trips of a small job, each waiting for Redis's fsync where Redis keeps what it acknowledges.
     # The key lives worker_ttl + 60 s, so a renewal within the last second that gave it that full TTL is
-    # enough, whether asked for on its own or on someone else's pipeline (RQ's suspension check). Only a
-    # renewal this class sent and saw succeed counts: one queued on someone else's pipeline (the job's start,
-    # which shortens the TTL; the suspension check) may yet fail, so the next one goes out.
+    # enough. Only a renewal this class sent and saw succeed counts: one queued on someone else's pipeline (the
+    # job's start, which shortens the TTL; the suspension check) may yet fail, so the next one goes out.
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         full = timeout is None or timeout >= self.worker_ttl + 60
-        if full and _monotonic() - self._renewed < self.renew_every:
-            return
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
             self._renewed = 0.0
+            return
+        if full and _monotonic() - self._renewed < self.renew_every:
             return
         self._renewed = 0.0
         with self.connection.pipeline(transaction=False) as pipe:  # HSET and EXPIRE in one round trip
@@ -92,11 +91,11 @@ class ResizeWorker(SimpleWorker):
             pipe.exists(WORKERS_SUSPENDED)
             suspended = pipe.execute()[-1]
         self._renewed = _monotonic()
-        self._not_suspended = not suspended
+        self._not_suspended = -1.0 if suspended else self._renewed
 
     def check_for_suspension(self, burst: bool) -> None:
-        if self._not_suspended:  # asked a moment ago, with the job's end: once
-            self._not_suspended = False
+        if 0 <= _monotonic() - self._not_suspended < self.renew_every:  # asked a moment ago, at the job's end
+            self._not_suspended = -1.0  # once
             return
         super().check_for_suspension(burst)
 

@@ -85,8 +85,10 @@ def test_one_request_id_in_api_and_worker_logs(observed):
         return out
 
     api_lines = [e for e in records("api") if e.get("request_id") == rid]
-    worker_lines = [e for e in records("worker-1") if e.get("request_id") == rid]
-    assert api_lines and worker_lines, "the request id must be in both logs"
+    # The worker logs the job's end just after publishing it, so a moment after the client can see it.
+    worker_lines = wait_until(lambda: [e for e in records("worker-1") if e.get("request_id") == rid],
+                              "the request id in the worker's log", timeout=10)
+    assert api_lines, "the request id must be in both logs"
     assert any(r.json()["token"] in e["message"] for e in worker_lines)
     app_lines = [e for e in api_lines if e.get("logger") != "access"]
     assert all({"time", "level", "logger", "message"} <= set(e) for e in app_lines + worker_lines)

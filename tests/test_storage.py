@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlparse
 from botocore.utils import determine_content_length
 
 from resizer.errors import StorageUnavailable
-from resizer.storage import Storage, manifest_key, original_key, output_key
+from resizer.storage import SMALL_BODY, Storage, manifest_key, original_key, output_key
 from settings import Settings
 
 
@@ -73,8 +73,15 @@ def test_small_bodies_are_sent_without_waiting_for_100_continue(s3):
 
 
 class _Body:  # what botocore reads an answer's body from
+    def __init__(self, content: bytes = b""):
+        self.content = content
+
     def stream(self, **_):
-        return iter([b""])
+        return iter([self.content])
+
+
+def _error(status: int, code: str) -> tuple[int, bytes]:
+    return status, f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
 
 
 def _answering(storage: Storage, answers: list) -> list:
@@ -89,7 +96,8 @@ def _answering(storage: Storage, answers: list) -> list:
         status = answers.pop(0) if answers else 200
         if isinstance(status, Exception):
             raise status
-        return AWSResponse(request.url, status, {}, _Body())
+        status, body = status if isinstance(status, tuple) else (status, b"")
+        return AWSResponse(request.url, status, {}, _Body(body))
 
     storage.client.meta.events.register_first("before-send.s3.PutObject", answer)
     return sent
@@ -167,6 +175,58 @@ def test_a_put_refused_by_both_raises_and_keeps_the_direct_path():
     with pytest.raises(ClientError):
         storage.put("k", b"x", "image/jpeg")
     assert storage._direct_put
+
+
+@pytest.mark.parametrize("refusal", [_error(400, "RequestTimeout"), _error(409, "OperationAborted"),
+                                     _error(404, "NoSuchBucket"), _error(503, "SlowDown"), (429, b"")])
+def test_a_refusal_that_says_nothing_about_the_direct_put_keeps_it(refusal):
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000"}))
+    sent = _answering(storage, [refusal, 200])
+    storage.put("k", b"x", "image/jpeg")
+    assert len(sent) == 2 and storage._direct_put
+
+
+def test_a_redirect_of_the_direct_put_that_the_client_follows_turns_it_off():
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000"}))
+    _answering(storage, [_error(301, "PermanentRedirect"), 200])
+    storage.put("k", b"x", "image/jpeg")
+    assert not storage._direct_put
+
+
+def test_a_direct_put_that_gets_no_answer_in_time_is_storage_unavailable_without_a_second_wait():
+    from botocore.exceptions import ReadTimeoutError
+
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000"}))
+    sent = _answering(storage, [ReadTimeoutError(endpoint_url="http://minio:9000/resizer/k")])
+    with pytest.raises(StorageUnavailable) as err:
+        storage.put("k", b"x", "image/jpeg")
+    assert not err.value.permanent and len(sent) == 1 and storage._direct_put
+
+
+@pytest.mark.parametrize("body,metadata", [(b"x" * (SMALL_BODY + 1), None), ("stream", None),
+                                           (b"x", {"note": "caf\u00e9"})])
+def test_large_streamed_or_non_ascii_puts_go_through_the_client_alone(body, metadata):
+    """A large body waits for 100 Continue (the client's Expect), a stream could not be sent twice, and the
+    client refuses what S3 metadata cannot carry: none of them is tried directly first."""
+    import io
+
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000"}))
+    sent = _answering(storage, [])
+    data = io.BytesIO(b"x" * 3000) if body == "stream" else body
+    try:
+        storage.put("k", data, "image/jpeg", None, metadata)
+    except Exception:  # the client's own verdict on non-ASCII metadata
+        assert metadata
+    assert all("amz-sdk-request" in r.headers for r in sent)
+    if body != "stream" and not metadata:
+        assert sent[0].headers["Expect"] == b"100-continue"
+
+
+def test_an_empty_body_is_sent_without_waiting_for_100_continue(s3):
+    sent = []
+    s3.client.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(request.headers))
+    s3.put("empty", b"", "image/jpeg")
+    assert "Expect" not in sent[0] and s3.get("empty") == b""
 
 
 def test_puts_go_through_the_client_without_an_explicit_endpoint_or_static_keys(s3):

@@ -91,8 +91,10 @@ TRIPS: list[tuple] = []  # what the worker sent, one entry per round trip
 RAN: list[int] = []  # len(TRIPS) when each job ran
 
 
-def record_run(suspend: bool = False) -> None:
+def record_run(suspend: bool = False, fail: bool = False) -> None:
     RAN.append(len(TRIPS))
+    if fail:
+        raise RuntimeError("this job fails")
     if suspend:  # as `rq suspend` does
         from rq import get_current_job
         from rq.suspension import suspend as suspend_workers
@@ -111,11 +113,11 @@ def counted(real_redis, monkeypatch):
     execute = redis.client.Pipeline.execute
     immediate = redis.client.Pipeline.immediate_execute_command
     monkeypatch.setattr(redis.Redis, "execute_command",
-                        lambda self, *args, **kw: TRIPS.append((args[0],)) or send(self, *args, **kw))
+                        lambda self, *args, **kw: TRIPS.append(tuple(map(str, args[:2]))) or send(self, *args, **kw))
     monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *a, **kw: TRIPS.append(
         tuple(" ".join(map(str, c[0][:3])) for c in pipe.command_stack)) or execute(pipe, *a, **kw))
     monkeypatch.setattr(redis.client.Pipeline, "immediate_execute_command",
-                        lambda pipe, *args, **kw: TRIPS.append((args[0],)) or immediate(pipe, *args, **kw))
+                        lambda pipe, *args, **kw: TRIPS.append(tuple(map(str, args[:2]))) or immediate(pipe, *args, **kw))
     return TRIPS
 
 
@@ -156,11 +158,28 @@ def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(re
     assert len(RAN) == 1 and queue.count == 1
 
 
-def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted):
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted, fail):
     from rq.job import Job
 
-    _, queue = run_burst(real_redis, [{}])
-    job_id = queue.finished_job_registry.get_job_ids()[0]
-    job = Job.fetch(job_id, connection=real_redis)
+    w, queue = run_burst(real_redis, [{"fail": fail}])
+    registry = queue.failed_job_registry if fail else queue.finished_job_registry
+    job = Job.fetch(registry.get_job_ids()[0], connection=real_redis)
+    assert job.get_status() == ("failed" if fail else "finished")
     assert job.ended_at is not None and job.last_heartbeat == job.ended_at
-    assert ("HSET",) not in counted[RAN[0]:]  # not a round trip of its own
+    assert ("HSET", job.key) not in counted[RAN[0]:]  # not a round trip of its own
+    assert any(f"HSET {w.key} state" in trip and "EXISTS rq:suspended" in trip for trip in counted[RAN[0]:])
+
+
+def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
+    """execute_job and handle_execution_ended are RQ's, rewritten (see worker.py): an RQ that changes either
+    must be read again before it is let in."""
+    import inspect
+    import textwrap
+
+    from rq.worker import BaseWorker, SimpleWorker
+
+    assert textwrap.dedent(inspect.getsource(SimpleWorker.execute_job)).splitlines()[2:] == [
+        "    self.prepare_execution(job)", "    self.perform_job(job, queue)", "    self.set_state(WorkerStatus.IDLE)"]
+    assert textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)).splitlines()[2:] == [
+        "    job.ended_at = now()", "    job.heartbeat(now(), heartbeat_ttl)"]
