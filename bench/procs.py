@@ -77,17 +77,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _stat_seconds(pid: int, with_reaped: bool) -> float:
+def _stat_seconds(pid: int, with_reaped: bool) -> float | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0  # gone between listing and reading
+        return None  # gone between listing and reading
     fields = raw.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields start at state (3rd)
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return (utime + stime + ((cutime + cstime) if with_reaped else 0)) / CLK_TCK
 
 
-def _run_seconds(pid: int) -> float:
+def _run_seconds(pid: int) -> float | None:
     """A process's own CPU time at nanosecond resolution (schedstat of each thread), where the kernel keeps it.
 
     /proc/<pid>/stat counts whole clock ticks (10 ms): a role that does little per job (the original's
@@ -102,13 +102,13 @@ def _run_seconds(pid: int) -> float:
             except (OSError, ValueError, IndexError):
                 continue  # the thread ended meanwhile
     except OSError:
-        return 0.0  # gone between listing and reading
+        return None  # gone between listing and reading: what it ran is what the last sample saw
     return total / 1e9 if found else _stat_seconds(pid, with_reaped=False)
 
 
 def self_cpu_seconds() -> float:
     """This process's own CPU (all its threads: the load client), without the children it ran."""
-    return _stat_seconds(os.getpid(), with_reaped=False)
+    return _stat_seconds(os.getpid(), with_reaped=False) or 0.0
 
 
 class CpuMeter:
@@ -138,7 +138,10 @@ class CpuMeter:
                 self.empty.add(role)
             for root in roots:
                 for pid in descendants(root):
-                    seen[pid] = (role, _run_seconds(pid))
+                    # A process that is gone keeps the figure of the sample before (it was charged 0 s, so a
+                    # worker recycled inside the window lost all it ran: 12 MP workers at 23 ms a job).
+                    if (cpu := _run_seconds(pid)) is not None:
+                        seen[pid] = (role, cpu)
         return seen
 
     def _loop(self) -> None:

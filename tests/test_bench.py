@@ -50,3 +50,26 @@ def data_ratios(data):
     from bench.report import ratios
 
     return ratios(data["e2e"])
+
+
+def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
+    """A worker recycled inside the window (ours restarts one after WORKER_MAX_JOBS jobs) is charged what it ran,
+    also when its pid is still asked for after it was reaped (the supervisor restarts it a moment later)."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.procs import CpuMeter
+
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+                              "sys.stdin.read()"], stdin=subprocess.PIPE)
+    meter = CpuMeter(lambda: {"workers": [child.pid]}, interval=0.05)
+    meter.open()
+    deadline = time.monotonic() + 30
+    while meter.last.get(child.pid, ("", 0.0))[1] < 0.35 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until a sample has seen it run its 0.4 s
+    child.stdin.close()
+    child.wait()  # reaped: its /proc entry is gone while the roles still name it
+    time.sleep(0.2)  # a few samples of the gone pid
+    assert meter.close()["workers"] >= 0.3
