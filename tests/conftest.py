@@ -257,3 +257,4 @@ def real_redis(redis_server):
     client.flushdb()
     yield client
     client.flushdb()
+    client.close()  # its pool's sockets (RQ's workers in tests share them): not left for the garbage collector
