@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval
     ResizeWorker.dead_after = settings.worker_dead_after
     ResizeWorker.reconciles = args.queue == "resize"
+    ResizeWorker.max_rss = settings.worker_max_rss_mb << 20
     queue = settings.queue_name if args.queue == "resize" else webhooks.queue_name(settings)
     worker = ResizeWorker(
         [queue],
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("resizer.worker").info(
         "worker %s listening on queue %r (redis %s)", worker.name, queue, settings.redis_url.split("@")[-1]
     )
-    # Exits after WORKER_MAX_JOBS jobs (0: never); `make run` and compose's restart policy start a fresh one.
+    # Exits after a job that leaves it above WORKER_MAX_RSS_MB, or after WORKER_MAX_JOBS jobs (0: never);
+    # `make run` and compose's restart policy start a fresh one.
     max_jobs = args.max_jobs or settings.worker_max_jobs or None
     worker.work(burst=args.burst, with_scheduler=True, max_jobs=max_jobs, logging_level=settings.log_level.upper())
     return 0

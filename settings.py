@@ -82,7 +82,8 @@ class Settings:
     reconcile_grace: int = 60
     # A worker runs jobs in its own process (no fork per job); it exits after
     # this many jobs and is restarted, so a leak in one job cannot grow forever.
-    worker_max_jobs: int = 1000
+    worker_max_jobs: int = 0
+    worker_max_rss_mb: int = 512
     # Logging
     log_level: str = "INFO"
     log_format: str = "text"
@@ -228,6 +229,7 @@ _INT_RANGES = {
     "redis_originals_budget": (0, 1 << 40),
     "trusted_proxies": (0, 5),
     "worker_max_jobs": (0, 10_000_000),
+    "worker_max_rss_mb": (0, 1 << 20),
     "webhook_timeout": (1, 30),
 }
 

@@ -15,6 +15,9 @@ Job time limits are still enforced by RQ's SIGALRM death penalty.
 from __future__ import annotations
 
 import logging
+import os
+import resource
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +47,7 @@ class ResizeWorker(SimpleWorker):
     renew_every: float = 1.0  # between jobs, the worker's own key is renewed at most this often
     _renewed: float = 0.0  # monotonic time of the last renewal that gave the key its full TTL
     _not_suspended: float = -1.0  # monotonic time the ending of a job found workers not suspended
+    max_rss: int = 0  # bytes: past this after a job, the worker exits to be replaced (0: no limit)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -92,6 +96,20 @@ class ResizeWorker(SimpleWorker):
             suspended = pipe.execute()[-1]
         self._renewed = _monotonic()
         self._not_suspended = -1.0 if suspended else self._renewed
+        self._retire_if_grown(job)
+
+    def _retire_if_grown(self, job: Job) -> None:
+        """Leave after this job if the process holds more memory than ``max_rss`` (a leak, or fragmentation
+        a big image left): RQ's loop stops before the next dequeue, the process exits 0, and its supervisor
+        (``make run``, compose's restart policy) starts a fresh one. Recycling only then, rather than every N
+        jobs, spares a steady worker the ~1 s of CPU a restart costs."""
+        if not self.max_rss or self._stop_requested:
+            return
+        rss = resident_bytes()
+        if rss > self.max_rss:
+            log.warning("worker %s holds %d MB after job %s, more than WORKER_MAX_RSS_MB=%d: exiting to be "
+                        "replaced by a fresh process", self.name, rss >> 20, job.id, self.max_rss >> 20)
+            self._stop_requested = True  # what RQ's warm shutdown sets: its loop ends before the next dequeue
 
     def check_for_suspension(self, burst: bool) -> None:
         if 0 <= _monotonic() - self._not_suspended < self.renew_every:  # asked a moment ago, at the job's end
@@ -122,6 +140,16 @@ class ResizeWorker(SimpleWorker):
                 self.maintain_heartbeats(job)
             except Exception as exc:  # Redis blip: the next beat tries again
                 log.warning("heartbeat for job %s failed: %s", job.id, exc)
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux: /proc/self/statm; elsewhere its peak, which is what is known)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux and the BSDs
 
 
 # -- what a worker process builds once ----------------------------------------------

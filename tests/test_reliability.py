@@ -271,3 +271,12 @@ def test_workers_are_recycled_after_max_jobs_without_losing_any(make_stack):
     for token in tokens:
         assert api.wait(token, deadline=60)["status"] == "SUCCESS"
     assert stack.procs["worker-1"].restarts >= 2  # exited cleanly after 2 jobs, twice, and came back
+
+
+def test_a_worker_above_its_memory_limit_is_replaced_without_losing_any_job(make_stack):
+    stack, api = make_stack(workers=1, WORKER_MAX_RSS_MB=1)  # any real process holds more: it leaves after each job
+    tokens = [api.submit(image_bytes((120, 90 + i)), width=30) for i in range(4)]
+    for token in tokens:
+        assert api.wait(token, deadline=60)["status"] == "SUCCESS"
+    assert stack.procs["worker-1"].restarts >= 3
+    assert "more than WORKER_MAX_RSS_MB=1" in (stack.log_dir / "worker-1.log").read_text()

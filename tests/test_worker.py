@@ -171,6 +171,26 @@ def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted, f
     assert any(f"HSET {w.key} state" in trip and "EXISTS rq:suspended" in trip for trip in counted[RAN[0]:])
 
 
+@pytest.mark.parametrize("resident_mb, limit_mb, jobs_run", [(101, 100, 1), (99, 100, 2), (10_000, 0, 2)])
+def test_a_worker_grown_past_its_memory_limit_leaves_before_the_next_job(real_redis, counted, monkeypatch,
+                                                                         resident_mb, limit_mb, jobs_run):
+    monkeypatch.setattr(ResizeWorker, "max_rss", limit_mb << 20)
+    monkeypatch.setattr(worker_module, "resident_bytes", lambda: resident_mb << 20)
+    _, queue = run_burst(real_redis, [{}, {}])
+    assert len(RAN) == jobs_run and queue.count == 2 - jobs_run  # the job it left is still queued for another
+
+
+def test_resident_bytes_is_what_the_process_holds_now():
+    before = worker_module.resident_bytes()
+    ballast = bytearray(64 << 20)  # zero pages are only mapped: touch them
+    ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))
+    held = worker_module.resident_bytes()
+    del ballast
+    after = worker_module.resident_bytes()
+    assert held - before >= 60 << 20
+    assert held - after >= 60 << 20  # not the peak: memory given back is not counted
+
+
 def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     """execute_job and handle_execution_ended are RQ's, rewritten (see worker.py): an RQ that changes either
     must be read again before it is let in."""
@@ -183,3 +203,5 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
         "    self.prepare_execution(job)", "    self.perform_job(job, queue)", "    self.set_state(WorkerStatus.IDLE)"]
     assert textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)).splitlines()[2:] == [
         "    job.ended_at = now()", "    job.heartbeat(now(), heartbeat_ttl)"]
+    # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must still look at the flag
+    assert "if self._stop_requested:" in inspect.getsource(BaseWorker.work)
