@@ -36,7 +36,7 @@ _COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 
 # Restart back-off (compose's restart policy does much the same): the first restart comes quickly;
 # each further crash in a row doubles the pause, up to a bound.  A process that ran for a while, or
-# exited cleanly (a worker recycled after WORKER_MAX_JOBS), starts a new series.
+# exited cleanly (a worker recycled after WORKER_MAX_RSS_MB or WORKER_MAX_JOBS), starts a new series.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0
