@@ -69,8 +69,7 @@ def status(token: str) -> Response:
     body = jobs.status(token, tenant)
     if wait and body["status"] in ("PENDING", "IN_PROGRESS"):
         # Long poll: one request instead of many while the job runs.
-        jobs.wait(token, wait)
-        body = jobs.status(token, tenant)
+        body = jobs.status_after_wait(token, tenant, wait)
     response = jsonify(body)
     if body["status"] in ("PENDING", "IN_PROGRESS"):
         response.headers["Cache-Control"] = "no-store"

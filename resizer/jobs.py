@@ -295,23 +295,30 @@ class Jobs:
             return self._render(token, {"status": "PENDING"})
         raise NotFound("No job with this token (or its results have expired).")
 
-    def wait(self, token: str, seconds: float) -> None:
-        """Block until the worker announces the job's end, or ``seconds`` pass.
+    def wait(self, token: str, seconds: float) -> bytes | None:
+        """Block until the worker announces the job's end, or ``seconds`` pass; the announcement (the published
+        result), or None.
 
         A waiting request holds one of the process's threads, so only so many
         wait at once; past that the request answers at once (with Retry-After,
         and the client polls again), which keeps threads free for uploads.
         """
         if not self.waiters.acquire(blocking=False):
-            return
+            return None
         try:
             key = records.DONE_PREFIX + token
             # From the list to itself: it wakes on the end's push and leaves the list as it was for anyone else
             # waiting on the same job (with BLPOP a LPUSH and an EXPIRE had to put it back: two more writes,
             # each waiting for Redis's fsync).
-            self.waiter.blmove(key, key, seconds, "RIGHT", "LEFT")
+            return self.waiter.blmove(key, key, seconds, "RIGHT", "LEFT")
         finally:
             self.waiters.release()
+
+    def status_after_wait(self, token: str, tenant: str, seconds: float) -> dict[str, Any]:
+        """The status once the job ends or ``seconds`` pass. Woken by the end, the answer is the result it
+        announced (the record ``status`` would read: one round trip less per long poll); else read again."""
+        record = records.parse_result(self.wait(token, seconds), tenant)
+        return self._render(token, record) if record is not None else self.status(token, tenant)
 
     def _render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
         return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)

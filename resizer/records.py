@@ -9,7 +9,8 @@ Three places hold what is known of a job, read in this order by the status endpo
   metadata (no object of its own), a failure's is ``manifest.json``.
 
 ``DONE_PREFIX`` is a list that long-polling requests block on; publishing a
-result pushes to it.  ``render`` turns any record into the contract's status body
+result pushes the result itself to it, so a long poll it wakes answers without
+reading the job again.  ``render`` turns any record into the contract's status body
 with fresh presigned URLs.
 """
 
@@ -58,8 +59,9 @@ def publish(connection: redis.Redis, token: str, tenant: str, record: dict[str, 
     ``connection`` may be a pipeline (the caller executes it); else one round trip.
     """
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline()
-    pipe.set(RESULT_PREFIX + token, json.dumps({**record, "tenant": tenant}), ex=ttl)
-    pipe.rpush(DONE_PREFIX + token, 1)
+    result = json.dumps({**record, "tenant": tenant})
+    pipe.set(RESULT_PREFIX + token, result, ex=ttl)
+    pipe.rpush(DONE_PREFIX + token, result)  # what a woken long poll answers with (parse_result, as the GET)
     pipe.expire(DONE_PREFIX + token, 60)
     if pipe is not connection:
         pipe.execute()
@@ -75,6 +77,8 @@ def parse_result(raw: bytes | None, tenant: str) -> dict[str, Any] | None:
     if raw is None:
         return None
     record = json.loads(raw)
+    if not isinstance(record, dict):  # an announcement from before it carried the result ("1")
+        return None
     return record if record.pop("tenant", DEFAULT_TENANT) == tenant else None
 
 

@@ -413,6 +413,54 @@ def test_every_long_poll_on_an_ended_job_wakes_and_leaves_the_announcement_as_it
     assert real_redis.lrange(key, 0, -1) == announced and 0 < real_redis.pttl(key) <= 30_000
 
 
+def test_a_long_poll_woken_by_the_end_answers_with_the_announced_result_without_reading_the_job_again(
+        long_poll_app, real_redis, long_poll, monkeypatch):
+    import threading
+
+    from resizer import records
+
+    client = long_poll_app.test_client()
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    reads = []
+    status = type(long_poll).status
+    monkeypatch.setattr(type(long_poll), "status", lambda jobs, *a, **kw: reads.append(a) or status(jobs, *a, **kw))
+    record = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."},
+              "finished_at": "2026-01-01T00:00:00Z"}
+    deadline = __import__("time").monotonic() + 10
+    timer = threading.Timer(0.3, records.publish, (real_redis, token, "public", record, 60))
+    timer.start()
+    r = client.get(f"/api/v1/resize/{token}?wait=20")
+    timer.join()
+    assert __import__("time").monotonic() < deadline, "the long poll did not wake on the end"
+    assert len(reads) == 1  # the look before waiting; the answer after it came with the announcement
+    assert r.get_json() == client.get(f"/api/v1/resize/{token}").get_json()  # what a plain GET answers
+    assert r.get_json()["error"]["code"] == "corrupt_image"
+
+
+@pytest.mark.parametrize("announcement", [b"1", "another tenant's"])
+def test_an_announcement_that_is_not_this_clients_result_is_read_from_the_job_instead(
+        long_poll_app, real_redis, long_poll, announcement):
+    """A worker of the release before announced "1"; another tenant's result must not answer for this one."""
+    import json
+    import time
+
+    from resizer import records
+
+    client = long_poll_app.test_client()
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    record = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."}}
+    real_redis.set(records.RESULT_PREFIX + token, json.dumps({**record, "tenant": "public"}), ex=60)
+    if announcement == b"1":
+        real_redis.rpush(records.DONE_PREFIX + token, announcement)
+    else:
+        real_redis.rpush(records.DONE_PREFIX + token, json.dumps({"status": "SUCCESS", "variants": {},
+                                                                  "tenant": "acme"}))
+    started = time.monotonic()
+    body = long_poll.status_after_wait(token, "public", 5)
+    assert time.monotonic() - started < 3 and body["status"] == "FAILURE"
+    assert body["error"]["code"] == "corrupt_image"
+
+
 def test_clients_blocked_on_the_same_job_all_wake_on_its_end(long_poll_app, real_redis, long_poll):
     import threading
     import time
