@@ -80,8 +80,9 @@ class Settings:
     redis_original_max_bytes: int = 4 * 1024 * 1024
     redis_originals_budget: int = 256 * 1024 * 1024
     reconcile_grace: int = 60
-    # A worker runs jobs in its own process (no fork per job); it exits after
-    # this many jobs and is restarted, so a leak in one job cannot grow forever.
+    # A worker runs jobs in its own process (no fork per job); it exits and is
+    # restarted after a job that left it holding more than WORKER_MAX_RSS_MB (so a
+    # leak cannot grow forever), or after WORKER_MAX_JOBS jobs (0: never, for both).
     worker_max_jobs: int = 0
     worker_max_rss_mb: int = 512
     # Logging

@@ -53,8 +53,8 @@ def data_ratios(data):
 
 
 def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
-    """A worker recycled inside the window (ours restarts one after WORKER_MAX_JOBS jobs) is charged what it ran,
-    also when its pid is still asked for after it was reaped (the supervisor restarts it a moment later)."""
+    """A worker recycled inside the window (ours restarts one past WORKER_MAX_RSS_MB or WORKER_MAX_JOBS) is charged
+    what it ran, also when its pid is still asked for after it was reaped (the supervisor restarts it a moment later)."""
     import subprocess
     import sys
     import time

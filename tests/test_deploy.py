@@ -343,6 +343,23 @@ def test_the_image_compose_and_make_run_tune_glibcs_allocator_alike():
     assert not set(WORKER_MALLOC) & set(services["api"]["environment"])
 
 
+def test_every_worker_is_replaced_for_its_memory_before_its_container_is_killed_for_it():
+    """A worker leaves after a job that left it above WORKER_MAX_RSS_MB; past its container's limit it would be
+    OOM-killed instead (its job waits for another worker to notice). A job's own peak needs room above it."""
+    from settings import Settings
+
+    example = dict(re.findall(r"^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    units = {"m": 1, "g": 1024}
+    workers = {name: s for name, s in COMPOSE["services"].items() if "rq_worker.py" in " ".join(s.get("command", []))}
+    assert set(workers) == {"worker", "webhooks"}
+    for name, service in workers.items():
+        limit = service["deploy"]["resources"]["limits"]["memory"]
+        limit_mb = int(limit[:-1]) * units[limit[-1]]
+        rss_mb = int(service["environment"].get("WORKER_MAX_RSS_MB", example.get("WORKER_MAX_RSS_MB",
+                                                                                  Settings.worker_max_rss_mb)))
+        assert 0 < rss_mb <= 0.75 * limit_mb, f"{name}: WORKER_MAX_RSS_MB={rss_mb} against a {limit} container"
+
+
 def test_every_process_of_the_stack_runs_with_those_settings(tmp_path, monkeypatch):
     from resizer import local
 

@@ -62,7 +62,7 @@ def test_a_crashing_process_is_restarted_with_a_doubling_pause_up_to_a_bound(tmp
 
 
 def test_a_clean_exit_is_restarted_quickly_every_time(tmp_path):
-    """A worker recycled after WORKER_MAX_JOBS exits 0: that is not a crash, and never backs off."""
+    """A worker recycled (past WORKER_MAX_RSS_MB or WORKER_MAX_JOBS) exits 0: not a crash, and never backs off."""
     clock = FakeClock()
     stack = Stack(workdir=tmp_path, log_dir=tmp_path / "logs", clock=clock)
     proc = stack.spawn(Proc("worker-1", [sys.executable, "-c", "pass"], {}, restart=True))
