@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from resizer import webhooks
-    from resizer.worker import ResizeWorker, context
+    from resizer.worker import ResizeWorker, check_memory_limit, context
     from resizer.connections import make_redis
     from resizer.logs import configure_logging
 
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ResizeWorker.dead_after = settings.worker_dead_after
     ResizeWorker.reconciles = args.queue == "resize"
     ResizeWorker.max_rss = settings.worker_max_rss_mb << 20
+    check_memory_limit(ResizeWorker.max_rss)  # after context(): what a worker holds before its first job
     queue = settings.queue_name if args.queue == "resize" else webhooks.queue_name(settings)
     worker = ResizeWorker(
         [queue],

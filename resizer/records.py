@@ -61,7 +61,10 @@ def publish(connection: redis.Redis, token: str, tenant: str, record: dict[str, 
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline()
     result = json.dumps({**record, "tenant": tenant})
     pipe.set(RESULT_PREFIX + token, result, ex=ttl)
-    pipe.rpush(DONE_PREFIX + token, result)  # what a woken long poll answers with (parse_result, as the GET)
+    # What a woken long poll answers with (parse_result, as the GET): the latest result only, as in RESULT_PREFIX
+    # (long polls rotate the list, so an older announcement left in it would come round again).
+    pipe.delete(DONE_PREFIX + token)
+    pipe.rpush(DONE_PREFIX + token, result)
     pipe.expire(DONE_PREFIX + token, 60)
     if pipe is not connection:
         pipe.execute()

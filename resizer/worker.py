@@ -142,6 +142,15 @@ class ResizeWorker(SimpleWorker):
                 log.warning("heartbeat for job %s failed: %s", job.id, exc)
 
 
+def check_memory_limit(max_rss: int) -> None:
+    """Warn at start when the limit is below what the worker already holds: it would be replaced after every job."""
+    rss = resident_bytes()
+    if max_rss and rss > max_rss:
+        log.warning("WORKER_MAX_RSS_MB=%d is below what this worker holds before any job (%d MB): it will be "
+                    "replaced after every job; raise it (a worker holds about 105 MB at rest)", max_rss >> 20,
+                    rss >> 20)
+
+
 def resident_bytes() -> int:
     """The process's resident memory now (Linux: /proc/self/statm; elsewhere its peak, which is what is known)."""
     try:

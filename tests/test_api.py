@@ -437,10 +437,11 @@ def test_a_long_poll_woken_by_the_end_answers_with_the_announced_result_without_
     assert r.get_json()["error"]["code"] == "corrupt_image"
 
 
-@pytest.mark.parametrize("announcement", [b"1", "another tenant's"])
+@pytest.mark.parametrize("announcement", [b"1", "another tenant's", b"\xff{not json", b'{"no": "status"}'])
 def test_an_announcement_that_is_not_this_clients_result_is_read_from_the_job_instead(
         long_poll_app, real_redis, long_poll, announcement):
-    """A worker of the release before announced "1"; another tenant's result must not answer for this one."""
+    """A worker of the release before announced "1"; another tenant's result must not answer for this one; nor
+    may anything else in the list turn the answer into a 500."""
     import json
     import time
 
@@ -450,7 +451,7 @@ def test_an_announcement_that_is_not_this_clients_result_is_read_from_the_job_in
     token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
     record = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."}}
     real_redis.set(records.RESULT_PREFIX + token, json.dumps({**record, "tenant": "public"}), ex=60)
-    if announcement == b"1":
+    if isinstance(announcement, bytes):
         real_redis.rpush(records.DONE_PREFIX + token, announcement)
     else:
         real_redis.rpush(records.DONE_PREFIX + token, json.dumps({"status": "SUCCESS", "variants": {},
@@ -459,6 +460,19 @@ def test_an_announcement_that_is_not_this_clients_result_is_read_from_the_job_in
     body = long_poll.status_after_wait(token, "public", 5)
     assert time.monotonic() - started < 3 and body["status"] == "FAILURE"
     assert body["error"]["code"] == "corrupt_image"
+
+
+def test_a_second_ending_replaces_the_first_announcement(long_poll_app, real_redis, long_poll):
+    """Long polls rotate the list: an older announcement left in it would answer every other waiter."""
+    from resizer import records
+
+    token = post_json(long_poll_app.test_client(), {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    lost = {"status": "FAILURE", "error": {"code": "worker_lost", "message": "Lost."}}
+    late = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."}}
+    records.publish(real_redis, token, "public", lost, 60)
+    records.publish(real_redis, token, "public", late, 60)
+    answers = [long_poll.status_after_wait(token, "public", 5)["error"]["code"] for _ in range(3)]
+    assert answers == ["corrupt_image"] * 3
 
 
 def test_clients_blocked_on_the_same_job_all_wake_on_its_end(long_poll_app, real_redis, long_poll):

@@ -180,6 +180,15 @@ def test_a_worker_grown_past_its_memory_limit_leaves_before_the_next_job(real_re
     assert len(RAN) == jobs_run and queue.count == 2 - jobs_run  # the job it left is still queued for another
 
 
+@pytest.mark.parametrize("limit_mb, warned", [(100, True), (200, False), (0, False)])
+def test_a_memory_limit_below_what_a_worker_holds_at_rest_is_reported_at_start(monkeypatch, caplog, limit_mb,
+                                                                                warned):
+    monkeypatch.setattr(worker_module, "resident_bytes", lambda: 150 << 20)
+    with caplog.at_level("WARNING", logger="resizer.worker"):
+        worker_module.check_memory_limit(limit_mb << 20)
+    assert ("replaced after every job" in caplog.text) == warned
+
+
 def test_resident_bytes_is_what_the_process_holds_now():
     before = worker_module.resident_bytes()
     ballast = bytearray(64 << 20)  # zero pages are only mapped: touch them
@@ -203,5 +212,6 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
         "    self.prepare_execution(job)", "    self.perform_job(job, queue)", "    self.set_state(WorkerStatus.IDLE)"]
     assert textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)).splitlines()[2:] == [
         "    job.ended_at = now()", "    job.heartbeat(now(), heartbeat_ttl)"]
-    # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must still look at the flag
-    assert "if self._stop_requested:" in inspect.getsource(BaseWorker.work)
+    # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
+    work = inspect.getsource(BaseWorker.work)
+    assert -1 < work.find("if self._stop_requested:") < work.find("self.dequeue_job_and_maintain_ttl(")
