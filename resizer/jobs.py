@@ -317,14 +317,8 @@ class Jobs:
     def status_after_wait(self, token: str, tenant: str, seconds: float) -> dict[str, Any]:
         """The status once the job ends or ``seconds`` pass. Woken by the end, the answer is the result it
         announced (the record ``status`` would read: one round trip less per long poll); else read again."""
-        announced = self.wait(token, seconds)
-        try:
-            record = records.parse_result(announced, tenant)
-        except ValueError:  # not a result (JSON): whatever wrote it, the job's own records still answer
-            record = None
-        if record is None or "status" not in record:
-            return self.status(token, tenant)
-        return self._render(token, record)
+        record = records.parse_result(self.wait(token, seconds), tenant)
+        return self._render(token, record) if record is not None else self.status(token, tenant)
 
     def _render(self, token: str, record: dict[str, Any]) -> dict[str, Any]:
         return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)

@@ -76,11 +76,15 @@ def read_result(connection: redis.Redis, token: str, tenant: str) -> dict[str, A
 
 
 def parse_result(raw: bytes | None, tenant: str) -> dict[str, Any] | None:
-    """A published result as read from Redis (by ``read_result``, or in the caller's pipeline)."""
+    """A published result as read from Redis (by ``read_result``, in the caller's pipeline, or announced to a long
+    poll), or None if it is not one: ``tenant``'s, a JSON object with a status."""
     if raw is None:
         return None
-    record = json.loads(raw)
-    if not isinstance(record, dict):  # an announcement from before it carried the result ("1")
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not JSON (bytes nobody here wrote): the job's own records answer instead
+        return None
+    if not isinstance(record, dict) or "status" not in record:  # e.g. "1", announced by the release before
         return None
     return record if record.pop("tenant", DEFAULT_TENANT) == tenant else None
 

@@ -103,10 +103,9 @@ class ResizeWorker(SimpleWorker):
         a big image left): RQ's loop stops before the next dequeue, the process exits 0, and its supervisor
         (``make run``, compose's restart policy) starts a fresh one. Recycling only then, rather than every N
         jobs, spares a steady worker the ~1 s of CPU a restart costs."""
-        if not self.max_rss or self._stop_requested:
+        if self._stop_requested:
             return
-        rss = resident_bytes()
-        if rss > self.max_rss:
+        if rss := over_limit(self.max_rss):
             log.warning("worker %s holds %d MB after job %s, more than WORKER_MAX_RSS_MB=%d: exiting to be "
                         "replaced by a fresh process", self.name, rss >> 20, job.id, self.max_rss >> 20)
             self._stop_requested = True  # what RQ's warm shutdown sets: its loop ends before the next dequeue
@@ -142,10 +141,15 @@ class ResizeWorker(SimpleWorker):
                 log.warning("heartbeat for job %s failed: %s", job.id, exc)
 
 
+def over_limit(max_rss: int) -> int:
+    """The process's resident bytes if a limit is set and it holds more, else 0."""
+    rss = resident_bytes() if max_rss else 0
+    return rss if rss > max_rss else 0
+
+
 def check_memory_limit(max_rss: int) -> None:
     """Warn at start when the limit is below what the worker already holds: it would be replaced after every job."""
-    rss = resident_bytes()
-    if max_rss and rss > max_rss:
+    if rss := over_limit(max_rss):
         log.warning("WORKER_MAX_RSS_MB=%d is below what this worker holds before any job (%d MB): it will be "
                     "replaced after every job; raise it (a worker holds about 105 MB at rest)", max_rss >> 20,
                     rss >> 20)
