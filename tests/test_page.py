@@ -289,3 +289,41 @@ def test_docs_page_is_swagger_ui_and_try_it_out_calls_the_api(keyed_stack, brows
     assert not errors, errors  # no CSP report, no script error
     assert failed == [f"{base}/api/v1/resize/{token}"]  # the tried request, nothing else
     page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 900, 640])
+def test_upload_page_controls_stay_put_while_the_watermark_list_reloads(keyed_stack, browser, width):
+    """Typing a key reloads the watermark list when the field loses focus, i.e. on the mouse-down of
+    the click on Resize: if that moved the button, the mouse-up would land elsewhere and the click
+    would be lost. The list's and its note's boxes are fixed, so the button stays where it was."""
+    from playwright.sync_api import expect
+
+    base = f"http://127.0.0.1:{keyed_stack.port}"
+    requests.put(f"{base}/api/v1/watermarks/steady", data=badge(), timeout=10,
+                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "image/png"}).raise_for_status()
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(base)
+    note, marks = page.locator("#wm-note"), page.locator("#watermark option")
+    expect(note).to_have_text("enter the API key to see yours", timeout=10_000)
+    boxes = {"no key": page.locator("#submit").bounding_box()}
+
+    page.fill("#key", KEY)
+    page.dispatch_event("#key", "change")
+    expect(marks.filter(has_text="steady")).to_have_count(1, timeout=10_000)
+    expect(note).to_have_text("")
+    boxes["key with watermarks"] = page.locator("#submit").bounding_box()
+
+    page.fill("#key", "wrong")
+    page.dispatch_event("#key", "change")
+    expect(marks).to_have_count(1, timeout=10_000)
+    expect(note).to_have_text("enter the API key to see yours")
+    boxes["wrong key"] = page.locator("#submit").bounding_box()
+
+    page.route("**/api/v1/watermarks", lambda route: route.fulfill(status=503, body="upstream unavailable"))
+    page.dispatch_event("#key", "change")
+    expect(note).to_contain_text("without JSON", timeout=10_000)
+    assert "503" in note.get_attribute("title")  # the whole message, where the box cuts it
+    boxes["service error"] = page.locator("#submit").bounding_box()
+
+    assert len({tuple(b.values()) for b in boxes.values()}) == 1, boxes
+    page.close()

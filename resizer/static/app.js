@@ -56,6 +56,12 @@ function markChosen() {
   for (const control of markControls) control.disabled = !marks.value;
 }
 
+// The note is in the legend (see style.css): a long message is cut there and is whole in its title.
+function note(text) {
+  $("wm-note").textContent = text;
+  $("wm-note").title = text;
+}
+
 async function loadWatermarks(select) {
   const keep = select || marks.value;
   try {
@@ -65,10 +71,10 @@ async function loadWatermarks(select) {
       marks.add(new Option(m.name + " (" + m.width + "×" + m.height + ")", m.name));
     }
     marks.value = body.watermarks.some((m) => m.name === keep) ? keep : "";
-    $("wm-note").textContent = body.watermarks.length ? "" : "none stored yet";
+    note(body.watermarks.length ? "" : "none stored yet");
   } catch (err) {
     marks.replaceChildren(new Option("none", ""));
-    $("wm-note").textContent = err.message.startsWith("unauthorized") ? "enter the API key to see yours" : err.message;
+    note(err.message.startsWith("unauthorized") ? "enter the API key to see yours" : err.message);
   }
   markChosen();
 }
