@@ -37,7 +37,8 @@ from tqdm import tqdm  # noqa: E402
 from bench.images import jpeg, png  # noqa: E402
 from bench.kernel import ceiling, kernel_table  # noqa: E402
 from bench.load import WORKLOADS, Client, job_for, run_load  # noqa: E402
-from bench.phases import OPTS, backlog, children, drain, post_latency, reset_peak_rss, soak, vm_hwm_mb  # noqa: E402
+from bench.phases import (OPTS, PersistencePauses, backlog, children, drain, post_latency,  # noqa: E402
+                          reset_peak_rss, soak, vm_hwm_mb)
 from bench.report import markdown, ms  # noqa: E402
 
 
@@ -229,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                 api_pids = children(ours.stack.procs["api"].pid)
                 results["api_peak_before_posts"] = max(vm_hwm_mb(pid) for pid in api_pids)
                 reset_peak_rss(api_pids)
-                results["post"] = post_latency(client, two_mb, 40 if smoke else 200, images["2.8 MP JPEG"],
-                                               0.05 if smoke else 0.2)
+                with PersistencePauses(ours.redis_url) as pauses:
+                    results["post"] = post_latency(client, two_mb, 40 if smoke else 200, images["2.8 MP JPEG"],
+                                                   0.05 if smoke else 0.2)
+                    results["post"]["redis_pauses"] = pauses.read()
                 results["post"]["api_peak_mb"] = max(vm_hwm_mb(pid) for pid in api_pids)
                 drain(ours.stack)
             if ours is not None and "memory" in phases:

@@ -85,6 +85,37 @@ def post_latency(client: Client, data: bytes, count: int, load: bytes, seconds_b
                           "uploads_per_s": len(saturated) / sum(saturated) * CLIENTS}}
 
 
+class PersistencePauses:
+    """Redis's own record of where it stalled on its append-only file while a phase ran (``LATENCY HISTORY``
+    of its ``aof-*`` events at or above ``threshold_ms``): a rewrite that ends by deleting a large file, on a
+    filesystem that discards freed blocks online, stalls every fsync meanwhile (see docs/operations.md)."""
+
+    def __init__(self, redis_url: str, threshold_ms: int = 40):
+        from redis import Redis
+
+        self.redis = Redis.from_url(redis_url)
+        self.threshold_ms = threshold_ms
+
+    def __enter__(self) -> PersistencePauses:
+        self.redis.config_set("latency-monitor-threshold", self.threshold_ms)
+        self.redis.execute_command("LATENCY", "RESET")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.redis.config_set("latency-monitor-threshold", 0)
+        self.redis.close()
+
+    def read(self) -> dict:
+        """Per event: the seconds (at most one sample each, its longest) it went past the threshold, and the longest."""
+        events = {}
+        for latest in self.redis.execute_command("LATENCY", "LATEST"):
+            name = latest[0].decode() if isinstance(latest[0], bytes) else str(latest[0])
+            if name.startswith("aof"):
+                samples = [int(ms) for _, ms in self.redis.execute_command("LATENCY", "HISTORY", name)]
+                events[name] = {"seconds": len(samples), "max_ms": max(samples, default=0)}
+        return {"threshold_ms": self.threshold_ms, "events": events}
+
+
 def vm_hwm_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -52,6 +52,18 @@ def _range(values: list[float], digits: int = 1) -> str:
     return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
 
 
+def _pauses(pauses: dict | None) -> str:
+    """Where Redis stalled on its append-only file during the uploads, by its own LATENCY monitor."""
+    if not pauses:
+        return ""
+    events = pauses["events"]
+    if not events:
+        return f" During these uploads Redis's append-only file never held it up {pauses['threshold_ms']} ms or more."
+    said = ", ".join(f"`{name}` in {e['seconds']} s (longest {e['max_ms']} ms)" for name, e in sorted(events.items()))
+    return (f" During these uploads Redis's append-only file held it up {pauses['threshold_ms']} ms or more (its"
+            f" LATENCY monitor, one sample a second): {said}; why, and what to do: operations.md, on AOF rewrites.")
+
+
 def comparison(results: dict) -> list[str]:
     rows = results["e2e"]
     summary = summarize(rows)
@@ -131,7 +143,8 @@ def markdown(results: dict) -> str:
                   f" {_verdict(p['p99_ms'] <= POST_P99_GOAL_MS)}), max {p['max_ms']:.0f} ms. With {CLIENTS} clients"
                   f" uploading it back to back and nothing else (the API saturated, so each upload waits for the"
                   f" others: {sat['uploads_per_s']:.0f} uploads/s): p50 {sat['p50_ms']:.0f} ms, p99"
-                  f" {sat['p99_ms']:.0f} ms. API peak RSS during these POSTs {p['api_peak_mb']:.0f} MB.", ""]
+                  f" {sat['p99_ms']:.0f} ms. API peak RSS during these POSTs {p['api_peak_mb']:.0f} MB."
+                  + _pauses(p.get("redis_pauses")), ""]
     if results.get("memory"):
         m = results["memory"]
         lines += [f"Peak RSS (ours): **worker {m['worker_peak_mb']:.0f} MB** after a {m['big_image']} job (goal ≤"

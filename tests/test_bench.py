@@ -42,6 +42,9 @@ def test_benchmark_smoke_run(tmp_path):
     assert data["post"]["count"] == 40 and data["post"]["load_jobs_per_s"] > 0  # uploads under load, really
     assert data["post"]["load_errors"] == 0
     assert data["post"]["saturated"]["uploads_per_s"] > 0 and data["memory"]["worker_peak_mb"] > 0
+    pauses = data["post"]["redis_pauses"]  # read from ours' Redis during the uploads
+    assert pauses["threshold_ms"] == 40 and all(name.startswith("aof") for name in pauses["events"])
+    assert "append-only file" in run.stdout
     assert list(tmp_path.glob("*.md"))
 
 
@@ -73,3 +76,66 @@ def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
     child.wait()  # reaped: its /proc entry is gone while the roles still name it
     time.sleep(0.2)  # a few samples of the gone pid
     assert meter.close()["workers"] >= 0.3
+
+
+@pytest.fixture
+def fsyncing_redis(tmp_path):
+    """A redis-server of its own that fsyncs its append-only file before every reply, as ours runs in the bench."""
+    import redis as redis_lib
+
+    from resizer.local import find_binary
+    from tests.conftest import free_port, wait_until
+
+    port = free_port()
+    proc = subprocess.Popen([find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL)
+    client = redis_lib.Redis(port=port)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis_lib.exceptions.ConnectionError:
+            return False
+
+    wait_until(answers, "the redis-server to answer", timeout=20)
+    yield f"redis://127.0.0.1:{port}/0", client
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_persistence_pauses_reports_the_append_only_files_stalls_and_nothing_else(fsyncing_redis):
+    """The POST phase reports where Redis stalled on its AOF: its LATENCY monitor's aof-* events, not a slow
+    command's; and the monitor is off again afterwards."""
+    from bench.phases import PersistencePauses
+    from tests.conftest import wait_until
+
+    url, client = fsyncing_redis
+    slow_script = ("local s = redis.call('TIME') local t0 = s[1] * 1e6 + s[2] "
+                   "repeat local n = redis.call('TIME') until n[1] * 1e6 + n[2] - t0 > 30000 return 1")
+    with PersistencePauses(url, threshold_ms=1) as pauses:
+        client.eval(slow_script, 0)  # a slow command: LATENCY records it as "command"
+        big = b"x" * (16 << 20)
+
+        def an_aof_event() -> dict:
+            client.set("big", big)  # 16 MB written and fsynced before the reply: at least 1 ms on any disk
+            return pauses.read()["events"]
+
+        events = wait_until(an_aof_event, "an append-only-file event of 1 ms or more", timeout=30, interval=0)
+        latest = {e[0].decode() for e in client.execute_command("LATENCY", "LATEST")}
+        assert "command" in latest and "command" not in events
+        assert set(events) <= {n for n in latest if n.startswith("aof")} and events
+        for event in events.values():
+            assert event["seconds"] >= 1 and event["max_ms"] >= 1
+    assert client.config_get("latency-monitor-threshold") == {"latency-monitor-threshold": "0"}
+
+
+def test_the_report_says_where_redis_paused_during_the_uploads():
+    sys.path.insert(0, str(ROOT))
+    from bench.report import _pauses
+
+    assert _pauses(None) == ""
+    assert "never held it up 40 ms" in _pauses({"threshold_ms": 40, "events": {}})
+    said = _pauses({"threshold_ms": 40, "events": {"aof-fsync-always": {"seconds": 2, "max_ms": 279}}})
+    assert "`aof-fsync-always` in 2 s (longest 279 ms)" in said and "operations.md" in said
