@@ -116,9 +116,9 @@ class CpuMeter:
 
     ``roles`` is asked afresh at every sample (every 0.2 s), so a worker that exits (ours recycles one
     whose memory grew past WORKER_MAX_RSS_MB, or after WORKER_MAX_JOBS jobs) and its replacement both
-    count: each process is charged what it ran inside the window as seen by its last sample (a process that ends loses at most its last 0.2 s;
-    one born inside the window counts from zero).  Only each process's own time is summed, not the
-    time of children it reaped, which are tracked themselves.
+    count: each process is charged what it ran inside the window as seen by its last sample (a process
+    that ends loses at most its last 0.2 s; one born inside the window counts from zero).  Only each
+    process's own time is summed, not the time of children it reaped, which are tracked themselves.
     """
 
     def __init__(self, roles: Callable[[], dict[str, list[int]]], interval: float = 0.2):

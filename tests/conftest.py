@@ -10,6 +10,7 @@ RQ workers and gunicorn.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -221,9 +222,9 @@ def stack_settings(stack) -> Settings:
     return Settings.from_env(stack.env)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A private redis-server on a free port (for unit tests that need real Redis, e.g. RQ's Lua scripts)."""
+@contextlib.contextmanager
+def private_redis_server(workdir: Path, *options: str):
+    """A redis-server of its own on a free port, with ``options`` (e.g. its persistence); its URL while it runs."""
     import subprocess
 
     import redis as redis_lib
@@ -231,9 +232,8 @@ def redis_server(tmp_path_factory):
     from resizer.local import find_binary
 
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen([find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+                             "--dir", str(workdir), *options], stdout=subprocess.DEVNULL)
     client = redis_lib.Redis(port=port)
 
     def answers() -> bool:
@@ -242,10 +242,20 @@ def redis_server(tmp_path_factory):
         except redis_lib.exceptions.ConnectionError:
             return False
 
-    wait_until(answers, "the private redis-server to answer", timeout=20)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        wait_until(answers, "the private redis-server to answer", timeout=20)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server (for unit tests that need real Redis, e.g. RQ's Lua scripts)."""
+    with private_redis_server(tmp_path_factory.mktemp("redis"), "--appendonly", "no") as url:
+        yield url
 
 
 @pytest.fixture

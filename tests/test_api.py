@@ -416,6 +416,7 @@ def test_every_long_poll_on_an_ended_job_wakes_and_leaves_the_announcement_as_it
 def test_a_long_poll_woken_by_the_end_answers_with_the_announced_result_without_reading_the_job_again(
         long_poll_app, real_redis, long_poll, monkeypatch):
     import threading
+    import time
 
     from resizer import records
 
@@ -426,12 +427,12 @@ def test_a_long_poll_woken_by_the_end_answers_with_the_announced_result_without_
     monkeypatch.setattr(type(long_poll), "status", lambda jobs, *a, **kw: reads.append(a) or status(jobs, *a, **kw))
     record = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."},
               "finished_at": "2026-01-01T00:00:00Z"}
-    deadline = __import__("time").monotonic() + 10
+    deadline = time.monotonic() + 10
     timer = threading.Timer(0.3, records.publish, (real_redis, token, "public", record, 60))
     timer.start()
     r = client.get(f"/api/v1/resize/{token}?wait=20")
     timer.join()
-    assert __import__("time").monotonic() < deadline, "the long poll did not wake on the end"
+    assert time.monotonic() < deadline, "the long poll did not wake on the end"
     assert len(reads) == 1  # the look before waiting; the answer after it came with the announcement
     assert r.get_json() == client.get(f"/api/v1/resize/{token}").get_json()  # what a plain GET answers
     assert r.get_json()["error"]["code"] == "corrupt_image"

@@ -83,26 +83,12 @@ def fsyncing_redis(tmp_path):
     """A redis-server of its own that fsyncs its append-only file before every reply, as ours runs in the bench."""
     import redis as redis_lib
 
-    from resizer.local import find_binary
-    from tests.conftest import free_port, wait_until
+    from tests.conftest import private_redis_server
 
-    port = free_port()
-    proc = subprocess.Popen([find_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL)
-    client = redis_lib.Redis(port=port)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis_lib.exceptions.ConnectionError:
-            return False
-
-    wait_until(answers, "the redis-server to answer", timeout=20)
-    yield f"redis://127.0.0.1:{port}/0", client
-    client.close()
-    proc.terminate()
-    proc.wait(10)
+    with private_redis_server(tmp_path, "--appendonly", "yes", "--appendfsync", "always") as url:
+        client = redis_lib.Redis.from_url(url)
+        yield url, client
+        client.close()
 
 
 def test_persistence_pauses_reports_the_append_only_files_stalls_and_nothing_else(fsyncing_redis):
