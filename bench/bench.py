@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workload", default=None,
                         help="end-to-end workloads, comma-separated: " + ",".join(w.key for w in WORKLOADS))
     parser.add_argument("--systems", default=None, help="ours,original,thumbor (default: all; smoke: ours,original)")
-    parser.add_argument("--modes", default="polling,long poll,sync", help="client modes: polling, long poll, sync")
+    parser.add_argument("--modes", default="polling,long poll,one request,sync",
+                        help="client modes: polling, long poll, one request, sync")
     parser.add_argument("--jobs", type=int, default=None, help="jobs measured per end-to-end case (smoke: 16)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds measured per end-to-end case (default 20 unless --jobs is given; with"

@@ -4,6 +4,8 @@ Modes:
   polling    the original API's client: POST {"imageData": base64} (JSON), then GET the status every 10 ms
              until SUCCESS or FAILURE (the original and ours)
   long poll  ours only: POST the raw image, then GET ?wait=10, which returns as soon as the job ends
+  one request  ours only: POST the raw image with ?wait=10, answered (201) as soon as the job ends; a 202 (its
+             wait ran out, or every waiting slot was busy) goes on as the long poll
   sync       thumbor: one GET /unsafe/<size>/<file> per job, the image bytes read in full
 """
 
@@ -37,6 +39,14 @@ class Client:
         if not hasattr(self.local, "s"):
             self.local.s = requests.Session()
         return self.local.s
+
+    def submit_and_wait(self, data: bytes, opts: dict) -> dict:
+        """POST ?wait=: the job's status in the answer when it ends while the POST waits."""
+        r = self.http.post(f"{self.base}/api/v1/resize", data=data, params={**opts, "wait": 10},
+                           headers={"Content-Type": "image/jpeg"}, timeout=60)
+        if r.status_code == 201:
+            return r.json()
+        return self.long_poll(self._submitted(r))
 
     def _submitted(self, r: requests.Response) -> str:
         if r.status_code != 202:
@@ -118,6 +128,9 @@ def job_for(system: str, mode: str, client: Client, workload: Workload, data: by
         # cover: exactly 100x100 without distortion, as thumbor's /100x100/ answers
         opts = {"width": 100, "height": 100, "fit": "cover"} if small else {"width": 1024}
         return lambda: client.long_poll(client.post_raw(data + os.urandom(UNIQUE), opts)[0])["status"] == "SUCCESS"
+    if mode == "one request" and system == "ours":
+        opts = {"width": 100, "height": 100, "fit": "cover"} if small else {"width": 1024}
+        return lambda: client.submit_and_wait(data + os.urandom(UNIQUE), opts)["status"] == "SUCCESS"
     return None
 
 

@@ -56,7 +56,7 @@ def start_redis(group: Group, workdir: Path) -> tuple[int, str]:
 
 class Ours:
     name = "ours"
-    modes = ("polling", "long poll")
+    modes = ("polling", "long poll", "one request")
 
     def __init__(self, workdir: Path, redis_url: str, redis_pid: int, workers: int = WORKERS,
                  redis_fsync: str | None = None):

@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from .errors import InvalidParameter, ResizerError, ServiceUnavailable
-from .intake import inspect, read_upload
+from .intake import WAIT, inspect, read_upload
 from .jobs import MAX_WAIT
 from .openapi import build as build_openapi
 from .options import Limits, parse_options
@@ -22,6 +22,8 @@ log = logging.getLogger("resizer.api")
 bp = Blueprint("api", __name__)
 
 # Pages load their own script and style only; nothing from other origins.
+UNFINISHED = ("PENDING", "IN_PROGRESS")
+
 PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data: blob:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
@@ -33,6 +35,7 @@ def _service():
 def submit() -> tuple[Response, int]:
     svc = _service()
     settings = svc.settings
+    wait = _wait_seconds(request.args.get(WAIT))  # checked before the body is read
     upload = read_upload(request)
     spec = parse_options(upload.options, Limits(settings.max_output_dimension, settings.max_variants))
     if spec.callback_url:
@@ -53,6 +56,17 @@ def submit() -> tuple[Response, int]:
         "accepted %s: %d bytes, %d output(s)%s",
         submission.token, len(upload.data), len(spec.outputs), "" if submission.created else " (idempotent replay)",
     )
+    if wait:
+        # One request instead of a POST and a long poll. A new job has not ended yet (or has, at once, when it
+        # reused identical work: then its end is announced already), so it goes straight to waiting; a replayed
+        # one may have ended long ago, past its announcement, so it is read first, as a status request does.
+        body = (svc.jobs.status_after_wait(submission.token, current_tenant(), wait) if submission.created
+                else _status(svc.jobs, submission.token, wait))
+        if body["status"] not in UNFINISHED:
+            response = jsonify({**body, "status_url": status_url})
+            response.headers["Location"] = status_url
+            response.headers["Cache-Control"] = "private, no-cache"
+            return response, 201
     response = jsonify(success=True, token=submission.token, status_url=status_url)
     response.headers["Location"] = status_url
     return response, 202
@@ -60,23 +74,28 @@ def submit() -> tuple[Response, int]:
 
 @bp.get("/api/v1/resize/<token>")
 def status(token: str) -> Response:
-    jobs = _service().jobs
-    tenant = current_tenant()
-    raw_wait = request.args.get("wait")
+    raw_wait = request.args.get(WAIT)
     # Without ?wait=, an unfinished job's status is still held briefly (STATUS_HOLD_MS) for its end:
     # a client that polls every few milliseconds then makes a few requests per job, not dozens.
     wait = _wait_seconds(raw_wait) if raw_wait is not None else _service().settings.status_hold_ms / 1000
-    body = jobs.status(token, tenant)
-    if wait and body["status"] in ("PENDING", "IN_PROGRESS"):
-        # Long poll: one request instead of many while the job runs.
-        body = jobs.status_after_wait(token, tenant, wait)
+    body = _status(_service().jobs, token, wait)
     response = jsonify(body)
-    if body["status"] in ("PENDING", "IN_PROGRESS"):
+    if body["status"] in UNFINISHED:
         response.headers["Cache-Control"] = "no-store"
         response.headers["Retry-After"] = "1"
     else:
         response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _status(jobs, token: str, wait: float) -> dict:
+    """The job's status now or, if it is unfinished and ``wait`` > 0, once it ends (at most ``wait`` s later)."""
+    tenant = current_tenant()
+    body = jobs.status(token, tenant)
+    if wait and body["status"] in UNFINISHED:
+        # Long poll: one request instead of many while the job runs.
+        body = jobs.status_after_wait(token, tenant, wait)
+    return body
 
 
 def _idempotency_key(raw: str | None) -> str | None:

@@ -73,11 +73,13 @@ class Client:
             raise CliError(f"{error.get('code', r.status_code)}: {error.get('message', r.reason)}{hint}", code)
         return r.status_code, body
 
-    def submit(self, path: Path, options: dict) -> str:
+    def submit(self, path: Path, options: dict, wait: float = 0) -> tuple[str, dict | None]:
+        """The job's token and, if it ended within ``wait`` seconds (the server waits: one request), its status."""
         data = path.read_bytes()
         form = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in options.items()}
-        body = self._call("POST", "/api/v1/resize", files={"image": (path.name, data)}, data=form)
-        return body["token"]
+        status, body = self._request("POST", "/api/v1/resize", files={"image": (path.name, data)}, data=form,
+                                     params={"wait": wait} if wait else None)
+        return body["token"], (body if status == 201 else None)
 
     def status(self, token: str, wait: float = 0) -> dict:
         return self._call("GET", f"/api/v1/resize/{token}", params={"wait": wait} if wait else None)
@@ -167,11 +169,13 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     taken: set[Path] = set()
     for f in files:
         try:
-            token = client.submit(f, options)
+            started = time.monotonic()
+            token, body = client.submit(f, options, wait=min(15.0, args.timeout) if args.wait else 0)
             if not args.wait:
                 print(f"{f}\t{token}")
                 continue
-            body = client.wait(token, args.timeout)
+            if body is None:  # not ended while the POST waited: long polls for the rest of the time
+                body = client.wait(token, max(0.0, args.timeout - (time.monotonic() - started)))
             if body["status"] != "SUCCESS":
                 error = body.get("error") or {"code": "timeout", "message": f"still {body['status']} after "
                                                                               f"{args.timeout:.0f} s"}

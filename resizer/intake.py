@@ -27,6 +27,7 @@ from .options import MAX_QUERY_VALUE
 _DATA_URI = re.compile(r"^data:[\w.+/-]*;base64,", re.IGNORECASE)
 _DATA_URI_BYTES = re.compile(_DATA_URI.pattern.encode(), re.IGNORECASE)
 _IMAGE_KEY = re.compile(rb'"imageData"\s*:\s*"')
+WAIT = "wait"  # the query parameter a POST (and a status request) waits for the job's end with
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
          "AVIF": "image/avif", "TIFF": "image/tiff", "BMP": "image/bmp", "HEIF": "image/heic"}
 
@@ -125,6 +126,7 @@ def read_upload(request: Request) -> Upload:
             "multipart/form-data or an image/* body."
         )
     query = request.args.to_dict()
+    query.pop(WAIT, None)  # how long the request waits for its job, not an option of the job
     for name, value in query.items():
         if len(value) > MAX_QUERY_VALUE or not value.isascii():
             raise InvalidParameter(f"Invalid parameter '{name}': query-string values must be ASCII and at most "

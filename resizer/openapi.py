@@ -80,6 +80,12 @@ class JobStatus(BaseModel):
                                                   "are returned without processing again.")
 
 
+class Ended(JobStatus):
+    """A POST with ``?wait=`` whose job ended meanwhile: the status, and where to read it again."""
+
+    status_url: str
+
+
 class WatermarkInfo(BaseModel):
     """A stored watermark (the submit option that uses one is ``Watermark``)."""
 
@@ -121,7 +127,7 @@ def build(limits: Limits) -> dict[str, Any]:
     variant, options, request = models(limits)
     _, schemas = models_json_schema(
         [(m, "validation") for m in (request, options, variant)]
-        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, WatermarkStored, WatermarkList, Health,
+        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, Ended, WatermarkStored, WatermarkList, Health,
                                           Readiness, NotReady)],
         ref_template=REF,
     )
@@ -186,6 +192,11 @@ def build(limits: Limits) -> dict[str, Any]:
                          "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
                          "description": "Repeat a POST safely: the same key returns the same token."},
                         *query_params,
+                        {"name": "wait", "in": "query", "required": False,
+                         "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+                         "description": "Wait up to this many seconds for the job to end: if it does, the answer "
+                                        "is 201 with its status (one request instead of a POST and a long poll); "
+                                        "else 202 as without it. Query string only, whatever the body."},
                     ],
                     "requestBody": {
                         "required": True,
@@ -201,6 +212,13 @@ def build(limits: Limits) -> dict[str, Any]:
                             "headers": {"Location": {"schema": {"type": "string"},
                                                      "description": "The status URL."}},
                             "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}},
+                        },
+                        "201": {
+                            "description": "With `?wait=`: the job ended while the request waited; its status, "
+                                           "as `GET` on the status URL answers it.",
+                            "headers": {"Location": {"schema": {"type": "string"},
+                                                     "description": "The status URL."}},
+                            "content": {"application/json": {"schema": {"$ref": REF.format(model="Ended")}}},
                         },
                         **submit_errors,
                     },

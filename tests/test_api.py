@@ -707,3 +707,96 @@ def test_a_big_json_upload_hands_only_its_options_to_the_json_parser(monkeypatch
     kind, data, options = _outcome(b'{"imageData": "%s", "width": 100}' % b64(image).encode())
     assert (kind, data, options) == ("upload", image, {"width": 100})
     assert parsed and max(parsed) < 100
+
+
+def _end_when_queued(connection, settings, record, seen: list) -> threading.Thread:
+    """A stand-in worker: once a job is queued, publish ``record`` as its end (what a worker's end announces)."""
+    from resizer import records
+    from tests.conftest import wait_until
+
+    queue = Queue(settings.queue_name, connection=connection)
+
+    def end() -> None:
+        token = wait_until(lambda: (queue.get_job_ids() or [None])[0], "a job to be queued", timeout=10)
+        seen.append(token)
+        records.publish(connection, token, "public", record, 60)
+
+    thread = threading.Thread(target=end, daemon=True)
+    thread.start()
+    return thread
+
+
+FAILED = {"status": "FAILURE", "error": {"code": "corrupt_image", "message": "Broken."},
+          "finished_at": "2026-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize("upload", ["raw", "json", "multipart"])
+def test_a_post_with_wait_answers_201_with_the_status_once_its_job_ends(long_poll_app, real_redis, settings, upload):
+    import time
+
+    client = long_poll_app.test_client()
+    seen: list = []
+    ender = _end_when_queued(real_redis, settings, FAILED, seen)
+    started = time.monotonic()
+    if upload == "raw":
+        r = client.post("/api/v1/resize?wait=20&width=10", data=image_bytes(), content_type="image/jpeg")
+    elif upload == "json":
+        r = client.post("/api/v1/resize?wait=20", data=json.dumps({"imageData": ORIGINAL_PNG_B64, "width": 10}),
+                        content_type="application/json")
+    else:
+        r = client.post("/api/v1/resize?wait=20", data={"image": (io.BytesIO(image_bytes()), "a.jpg"), "width": "10"},
+                        content_type="multipart/form-data")
+    ender.join(10)
+    assert time.monotonic() - started < 10, "the POST did not wake when its job ended"
+    assert r.status_code == 201, r.get_data(as_text=True)[:300]
+    body = r.get_json()
+    token = body["token"]
+    assert seen == [token]  # the job that ended is the one this POST queued
+    assert r.headers["Location"] == body["status_url"] == f"/api/v1/resize/{token}"
+    assert body["status"] == "FAILURE" and body["error"]["code"] == "corrupt_image"
+    # the same document a status request answers, and the job's options were not mistaken for "wait"
+    assert {k: v for k, v in body.items() if k != "status_url"} == client.get(body["status_url"]).get_json()
+    assert Job.fetch(token, connection=real_redis).args[2]["outputs"][0]["width"] == 10
+
+
+def test_a_post_whose_wait_runs_out_answers_202_as_without_it(long_poll_app, real_redis):
+    import time
+
+    client = long_poll_app.test_client()
+    started = time.monotonic()
+    r = client.post("/api/v1/resize?wait=0.5", data=image_bytes(), content_type="image/jpeg")
+    assert time.monotonic() - started >= 0.45  # it did wait
+    assert r.status_code == 202 and set(r.get_json()) == {"success", "token", "status_url"}
+    assert client.get(r.get_json()["status_url"] + "?wait=0").get_json()["status"] == "PENDING"
+
+
+@pytest.mark.parametrize("wait", ["forever", "-1", "21", "nan"])
+def test_a_post_with_a_bad_wait_is_refused_before_anything_is_queued(long_poll_app, real_redis, settings, wait):
+    client = long_poll_app.test_client()
+    r = client.post(f"/api/v1/resize?wait={wait}", data=image_bytes(), content_type="image/jpeg")
+    assert r.status_code == 422 and r.get_json()["error"]["code"] == "invalid_parameter"
+    assert "'wait'" in r.get_json()["error"]["message"]
+    assert Queue(settings.queue_name, connection=real_redis).count == 0
+
+
+def test_wait_is_a_query_parameter_not_an_option_of_the_job(long_poll_app):
+    r = post_json(long_poll_app.test_client(), {"imageData": ORIGINAL_PNG_B64, "wait": 5})
+    assert r.status_code == 422 and "Unknown parameter 'wait'" in r.get_json()["error"]["message"]
+
+
+def test_a_replayed_post_with_wait_answers_an_ended_job_at_once(long_poll_app, real_redis, settings):
+    """A job that ended long ago has no announcement left to wake on: the replay reads its status first."""
+    import time
+
+    from resizer import records
+
+    client = long_poll_app.test_client()
+    headers = {"Idempotency-Key": "k-1"}
+    token = client.post("/api/v1/resize", data=image_bytes(), content_type="image/jpeg",
+                        headers=headers).get_json()["token"]
+    records.publish(real_redis, token, "public", FAILED, 60)
+    real_redis.delete(records.DONE_PREFIX + token)  # the announcement expired
+    started = time.monotonic()
+    r = client.post("/api/v1/resize?wait=10", data=image_bytes(), content_type="image/jpeg", headers=headers)
+    assert time.monotonic() - started < 5, "the replay waited for an end that had already happened"
+    assert r.status_code == 201 and r.get_json()["token"] == token and r.get_json()["status"] == "FAILURE"

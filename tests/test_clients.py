@@ -32,7 +32,8 @@ SECRET = "whsec-test-secret"
 def service(tmp_path_factory):
     """A stack with API keys and webhooks on (loopback allowed for the test receiver)."""
     stack = start_stack(tmp_path_factory.mktemp("clients"), workers=2, API_KEYS=f"cli:{hash_key(KEY)}",
-                        WEBHOOK_SECRET=SECRET, WEBHOOK_ALLOWLIST="127.0.0.1")
+                        WEBHOOK_SECRET=SECRET, WEBHOOK_ALLOWLIST="127.0.0.1",
+                        ACCESS_LOG="1")  # a test counts the CLI's requests
     stack.run_supervisor()
     yield stack, Api(f"http://127.0.0.1:{stack.port}", stack)
     stack.stop()
@@ -55,6 +56,25 @@ def test_cli_submit_wait_writes_the_file(service, tmp_path):
     with Image.open(out) as image:
         assert (image.format, image.size) == ("WEBP", (64, 64))
     assert "64x64 webp" in r.stdout
+
+
+def test_cli_submit_wait_takes_one_request_when_the_job_ends_while_the_post_waits(service, tmp_path):
+    """The POST waits for the job (?wait=) and answers 201 with it: no status request follows."""
+    stack, _ = service
+
+    def access() -> str:
+        return "".join(f.read_text(errors="replace") for f in stack.log_dir.iterdir())
+
+    before = access()
+    r = cli(stack, "submit", str(CORPUS / "good" / "hopper.jpg"), "--width", "48", "--wait", "-o",
+            str(tmp_path / "one.jpg"))
+    assert r.returncode == 0, r.stderr
+    after = wait_until(lambda: (lambda log: log if log.count('?wait=15.0 HTTP/1.1" 201') > before.count(
+        '?wait=15.0 HTTP/1.1" 201') else None)(access()), "the POST's 201 in the access log", timeout=10)
+    assert after.count('"POST /api/v1/resize') == before.count('"POST /api/v1/resize') + 1
+    assert after.count('"GET /api/v1/resize/') == before.count('"GET /api/v1/resize/')
+    with Image.open(tmp_path / "one.jpg") as image:
+        assert image.width == 48
 
 
 def test_cli_several_files_into_a_directory(service, tmp_path):

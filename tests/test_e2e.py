@@ -188,6 +188,21 @@ def test_long_poll_returns_as_soon_as_the_job_ends(api):
     assert r.status_code == 422 and "wait" in r.json()["error"]["message"]
 
 
+def test_a_post_with_wait_answers_with_the_finished_job_in_one_request(api):
+    """POST ?wait=: the real stack (gunicorn, an RQ worker, S3) ends the job while the POST waits."""
+    from PIL import Image
+
+    r = api.http.post(f"{api.base}/api/v1/resize", params={"wait": 15, "width": 120, "format": "png"},
+                      data=image_bytes((800, 600)), headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert r.status_code == 201, r.text[:300]
+    body = r.json()
+    assert body["status"] == "SUCCESS" and r.headers["Location"] == body["status_url"]
+    output = api.download(body["resized_image_url"])
+    assert output.status_code == 200
+    assert Image.open(io.BytesIO(output.content)).size == (120, 90)
+    assert api.status(body["token"]).json()["variants"].keys() == body["variants"].keys()
+
+
 def test_errors_raised_before_the_app_are_json_too(api):
     """gunicorn refuses an over-long URL or a malformed request line itself: still the JSON shape, not HTML."""
     r = api.http.post(f"{api.base}/api/v1/resize?width=1&x=" + "a" * 9000, data=b"x",
