@@ -24,7 +24,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 worker_class = "gthread"
 timeout = 30
-graceful_timeout = 20
+# On a stop, requests in flight get this long to end: more than a POST ?wait= (or a long poll) may wait for its
+# job (MAX_WAIT, 20 s), so an accepted job's answer is not cut off; compose's stop_grace_period is longer still.
+graceful_timeout = 30
 keepalive = 5
 # Bounded header sizes; the body limit is MAX_UPLOAD_BYTES, enforced by the app.
 limit_request_line = 8190

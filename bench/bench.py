@@ -159,8 +159,8 @@ def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], r
                     rows.append(row)
                     cpu = row["cpu_ms_per_job"]
                     roles = ", ".join(f"{k} {ms(cpu[k])}" for k in ("api", "workers", "storage", "redis", "client"))
-                    say(f"  {w.label:<24} {name:>8} {mode:<9} {row['jobs_per_s']:8.1f} jobs/s  p50 {row['p50_ms']:5.0f}"
-                        f" ms  CPU/job {cpu['total']:6.1f} ms ({roles})"
+                    say(f"  {w.label:<24} {name:>8} {mode:<11} {row['jobs_per_s']:8.1f} jobs/s"
+                        f"  p50 {row['p50_ms']:5.0f} ms  CPU/job {cpu['total']:6.1f} ms ({roles})"
                         + (f"  FAILED {row['failures']}: {row['errors']}" if row["failures"] else ""))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import urlparse
 
 import redis
@@ -21,9 +22,9 @@ log = logging.getLogger("resizer.api")
 
 bp = Blueprint("api", __name__)
 
-# Pages load their own script and style only; nothing from other origins.
 UNFINISHED = ("PENDING", "IN_PROGRESS")
 
+# Pages load their own script and style only; nothing from other origins.
 PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data: blob:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
@@ -56,17 +57,12 @@ def submit() -> tuple[Response, int]:
         "accepted %s: %d bytes, %d output(s)%s",
         submission.token, len(upload.data), len(spec.outputs), "" if submission.created else " (idempotent replay)",
     )
-    if wait:
-        # One request instead of a POST and a long poll. A new job has not ended yet (or has, at once, when it
-        # reused identical work: then its end is announced already), so it goes straight to waiting; a replayed
-        # one may have ended long ago, past its announcement, so it is read first, as a status request does.
-        body = (svc.jobs.status_after_wait(submission.token, current_tenant(), wait) if submission.created
-                else _status(svc.jobs, submission.token, wait))
-        if body["status"] not in UNFINISHED:
-            response = jsonify({**body, "status_url": status_url})
-            response.headers["Location"] = status_url
-            response.headers["Cache-Control"] = "private, no-cache"
-            return response, 201
+    ended = _ended_within(svc.jobs, submission, wait) if wait else None
+    if ended is not None:
+        response = jsonify({**ended, "status_url": status_url})
+        response.headers["Location"] = status_url
+        response.headers["Cache-Control"] = "private, no-cache"
+        return response, 201
     response = jsonify(success=True, token=submission.token, status_url=status_url)
     response.headers["Location"] = status_url
     return response, 202
@@ -86,6 +82,25 @@ def status(token: str) -> Response:
     else:
         response.headers["Cache-Control"] = "private, no-cache"
     return response
+
+
+def _ended_within(jobs, submission, wait: float) -> dict | None:
+    """POST ?wait=: the job's status if it ends within ``wait`` seconds, else None (the usual 202).
+
+    One request instead of a POST and a long poll. A job queued just now has not ended, so it goes straight to
+    waiting for its end's announcement; a replayed or reused one may have ended already (a replay's announcement
+    may be long gone), so it is read first, as a status request does. The job is accepted by now: Redis or storage
+    failing during the wait must not turn its 202 into an error (the client would never learn its token).
+    """
+    g.wait_started = time.perf_counter()  # the request's latency metric ends here: the rest is the job's time
+    try:
+        body = (jobs.status_after_wait(submission.token, current_tenant(), wait) if submission.queued
+                else _status(jobs, submission.token, wait))
+    except (redis.exceptions.RedisError, ResizerError) as exc:
+        log.warning("job %s: accepted, but its end could not be awaited (%s); answering 202", submission.token,
+                    getattr(exc, "message", exc.__class__.__name__))
+        return None
+    return None if body["status"] in UNFINISHED else body
 
 
 def _status(jobs, token: str, wait: float) -> dict:

@@ -57,6 +57,7 @@ class _Recorder:
 class Submission:
     token: str
     created: bool  # False when an Idempotency-Key replayed an earlier submission
+    queued: bool = True  # False when it did not queue a job: a replay, or identical work reused (ended at once)
 
 
 class Jobs:
@@ -98,7 +99,7 @@ class Jobs:
                     raise IdempotencyConflict()
                 if self._known(earlier_token, tenant) or not compare_and_set(
                         self.redis, idem, earlier, f"{token} {fingerprint}", self.settings.idempotency_ttl):
-                    return Submission(earlier_token, created=False)
+                    return Submission(earlier_token, created=False, queued=False)
                 # The submit that claimed the key never got its job stored (its process died, or storage
                 # failed and the claim was not given back): a 202 for that token would be a job that never ends.
         spec_dict = spec.to_dict()
@@ -116,7 +117,7 @@ class Jobs:
                 state, record = self._earlier(earlier, tenant)
                 if state == "succeeded":
                     self._end_reused(token, tenant, spec, record)
-                    return Submission(token, created=True)
+                    return Submission(token, created=True, queued=False)
                 if state == "running":
                     follows = earlier
                 else:

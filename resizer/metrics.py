@@ -105,7 +105,9 @@ def register_metrics(app: Flask, settings: Settings, connection: redis.Redis) ->
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if route != "/metrics":
             REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-            LATENCY.labels(request.method, route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+            # A POST ?wait= is timed up to its acceptance: the wait for its job is the job's time, not the API's.
+            ended = g.get("wait_started") or time.perf_counter()
+            LATENCY.labels(request.method, route).observe(ended - g.get("started", ended))
         return response
 
     @app.get("/metrics")

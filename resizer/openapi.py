@@ -83,6 +83,7 @@ class JobStatus(BaseModel):
 class Ended(JobStatus):
     """A POST with ``?wait=`` whose job ended meanwhile: the status, and where to read it again."""
 
+    status: Literal["SUCCESS", "FAILURE"]
     status_url: str
 
 
@@ -127,8 +128,8 @@ def build(limits: Limits) -> dict[str, Any]:
     variant, options, request = models(limits)
     _, schemas = models_json_schema(
         [(m, "validation") for m in (request, options, variant)]
-        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, Ended, WatermarkStored, WatermarkList, Health,
-                                          Readiness, NotReady)],
+        + [(m, "serialization") for m in (ErrorResponse, Accepted, JobStatus, Ended, WatermarkStored, WatermarkList,
+                                          Health, Readiness, NotReady)],
         ref_template=REF,
     )
     components = schemas["$defs"]
@@ -195,8 +196,9 @@ def build(limits: Limits) -> dict[str, Any]:
                         {"name": "wait", "in": "query", "required": False,
                          "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
                          "description": "Wait up to this many seconds for the job to end: if it does, the answer "
-                                        "is 201 with its status (one request instead of a POST and a long poll); "
-                                        "else 202 as without it. Query string only, whatever the body."},
+                                        "is 201 with its status (one request instead of a POST and a long "
+                                        "poll); else 202 as without it, also at once when the server has no "
+                                        "waiting slot free. Query string only, whatever the body."},
                     ],
                     "requestBody": {
                         "required": True,
@@ -208,7 +210,8 @@ def build(limits: Limits) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": {
-                            "description": "Accepted: the job is queued.",
+                            "description": "Accepted: the job is queued (with `?wait=`: it had not ended when the "
+                                           "wait ran out, or the server had no waiting slot free).",
                             "headers": {"Location": {"schema": {"type": "string"},
                                                      "description": "The status URL."}},
                             "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}},

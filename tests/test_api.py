@@ -800,3 +800,64 @@ def test_a_replayed_post_with_wait_answers_an_ended_job_at_once(long_poll_app, r
     r = client.post("/api/v1/resize?wait=10", data=image_bytes(), content_type="image/jpeg", headers=headers)
     assert time.monotonic() - started < 5, "the replay waited for an end that had already happened"
     assert r.status_code == 201 and r.get_json()["token"] == token and r.get_json()["status"] == "FAILURE"
+
+
+def test_a_post_answers_202_at_once_when_every_waiting_slot_is_busy(long_poll_app, long_poll):
+    import time
+
+    held = 0
+    while long_poll.waiters.acquire(blocking=False):  # every slot busy with other waits
+        held += 1
+    try:
+        started = time.monotonic()
+        r = long_poll_app.test_client().post("/api/v1/resize?wait=10", data=image_bytes(), content_type="image/jpeg")
+        assert r.status_code == 202 and time.monotonic() - started < 5, "the POST waited without a slot"
+    finally:
+        for _ in range(held):
+            long_poll.waiters.release()
+    assert held >= 1
+
+
+def test_a_post_whose_wait_fails_still_answers_202_with_its_token(long_poll_app, long_poll, real_redis, settings,
+                                                                   monkeypatch, caplog):
+    """The job is accepted before the wait: Redis failing then must not turn the answer into an error."""
+    import redis as redis_lib
+
+    def down(*args, **kwargs):
+        raise redis_lib.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(long_poll, "wait", down)
+    r = long_poll_app.test_client().post("/api/v1/resize?wait=10", data=image_bytes(), content_type="image/jpeg")
+    assert r.status_code == 202, r.get_data(as_text=True)[:300]
+    assert Queue(settings.queue_name, connection=real_redis).get_job_ids() == [r.get_json()["token"]]
+    assert "could not be awaited" in caplog.text
+
+
+@pytest.mark.parametrize("body", ["empty", "not json"])
+def test_wait_is_checked_before_the_body(long_poll_app, body):
+    client = long_poll_app.test_client()
+    if body == "empty":
+        r = client.post("/api/v1/resize?wait=x", data=b"", content_type="image/jpeg")
+    else:
+        r = client.post("/api/v1/resize?wait=x", data=b"{not json", content_type="application/json")
+    assert r.status_code == 422 and "'wait'" in r.get_json()["error"]["message"]
+
+
+def test_wait_as_a_form_field_is_refused_as_an_option(long_poll_app):
+    r = long_poll_app.test_client().post(
+        "/api/v1/resize", data={"image": (io.BytesIO(image_bytes()), "a.jpg"), "wait": "5"},
+        content_type="multipart/form-data")
+    assert r.status_code == 422 and "Unknown parameter 'wait'" in r.get_json()["error"]["message"]
+
+
+def test_a_waited_post_is_timed_up_to_its_acceptance_not_its_wait(long_poll_app):
+    """The request-latency metric (alert: POST p99 > 1 s) measures accepting; the wait is the job's time."""
+    from resizer.metrics import LATENCY
+
+    def observed() -> float:
+        return LATENCY.labels("POST", "/api/v1/resize")._sum.get()
+
+    before = observed()
+    r = long_poll_app.test_client().post("/api/v1/resize?wait=1.5", data=image_bytes(), content_type="image/jpeg")
+    assert r.status_code == 202  # nothing ends it: it waited the 1.5 s
+    assert 0 < observed() - before < 1.0

@@ -77,6 +77,25 @@ def test_cli_submit_wait_takes_one_request_when_the_job_ends_while_the_post_wait
         assert image.width == 48
 
 
+def test_cli_submit_wait_falls_back_to_a_long_poll_on_a_server_without_post_wait(monkeypatch, tmp_path):
+    from resizer.cli import EXIT_REFUSED, Client, CliError
+
+    calls = []
+
+    def request(self, method, path, **kwargs):
+        calls.append((method, kwargs.get("params")))
+        if kwargs.get("params"):
+            raise CliError("invalid_parameter: Unknown parameter 'wait'; see /api/v1/openapi.json for the accepted "
+                           "ones.", EXIT_REFUSED)
+        return 202, {"token": "t-1"}
+
+    monkeypatch.setattr(Client, "_request", request)
+    image = tmp_path / "a.jpg"
+    image.write_bytes(image_bytes())
+    assert Client("http://x", None).submit(image, {"width": 10}, wait=15) == ("t-1", None)
+    assert calls == [("POST", {"wait": 15}), ("POST", None)]
+
+
 def test_cli_several_files_into_a_directory(service, tmp_path):
     stack, _ = service
     files = [CORPUS / "good" / n for n in ("hopper.png", "hopper.gif", "transparent.png")]

@@ -114,6 +114,16 @@ def test_redis_persists_and_dependencies_wait_for_health():
     assert SERVICES["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
+def test_the_api_lets_a_waiting_request_end_when_it_is_stopped():
+    """A POST ?wait= has queued its job when it waits: a stop must not cut it off before its answer."""
+    from resizer.jobs import MAX_WAIT
+
+    namespace: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)
+    grace = int(SERVICES["api"]["stop_grace_period"].rstrip("s"))
+    assert grace > namespace["graceful_timeout"] > MAX_WAIT
+
+
 def test_worker_gets_time_for_a_warm_shutdown():
     grace = int(SERVICES["worker"]["stop_grace_period"].rstrip("s"))
     assert grace > int(env_example()["JOB_TIMEOUT"])

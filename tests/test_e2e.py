@@ -201,6 +201,12 @@ def test_a_post_with_wait_answers_with_the_finished_job_in_one_request(api):
     assert output.status_code == 200
     assert Image.open(io.BytesIO(output.content)).size == (120, 90)
     assert api.status(body["token"]).json()["variants"].keys() == body["variants"].keys()
+    assert body["reused"] is False
+    # the same bytes and options again: identical work reused, ended at once, also answered in the POST
+    again = api.http.post(f"{api.base}/api/v1/resize", params={"wait": 15, "width": 120, "format": "png"},
+                          data=r.request.body, headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert again.status_code == 201 and again.json()["reused"] is True
+    assert again.json()["token"] != body["token"]
 
 
 def test_errors_raised_before_the_app_are_json_too(api):

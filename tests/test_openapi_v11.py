@@ -131,6 +131,10 @@ def test_real_v11_responses_validate_against_the_document(api):
     assert body["placeholder"]["color"].startswith("#") and body["placeholder"]["blurhash"]
     assert body["reused"] is False
 
+    ended = api.post({"imageData": b64(image_bytes((120, 80))), "width": 32}, params={"wait": 15})
+    assert ended.status_code == 201, ended.text  # POST ?wait=: the job ended while it waited
+    submit.validate_response(ended)
+
     unknown = api.post({"imageData": b64(image_bytes()), "watermark": {"image": "no-such-mark"}})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "invalid_parameter"
     submit.validate_response(unknown)
