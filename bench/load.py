@@ -42,8 +42,7 @@ class Client:
 
     def submit_and_wait(self, data: bytes, opts: dict) -> dict:
         """POST ?wait=: the job's status in the answer when it ends while the POST waits."""
-        r = self.http.post(f"{self.base}/api/v1/resize", data=data, params={**opts, "wait": 10},
-                           headers={"Content-Type": "image/jpeg"}, timeout=60)
+        r = self._post_raw(data, {**opts, "wait": 10})
         if r.status_code == 201:
             return r.json()
         return self.long_poll(self._submitted(r))
@@ -53,10 +52,13 @@ class Client:
             raise RuntimeError(f"POST answered {r.status_code}: {r.text[:200]}")
         return r.json()["token"]
 
+    def _post_raw(self, data: bytes, params: dict) -> requests.Response:
+        return self.http.post(f"{self.base}/api/v1/resize", data=data, params=params,
+                              headers={"Content-Type": "image/jpeg"}, timeout=60)
+
     def post_raw(self, data: bytes, opts: dict) -> tuple[str, float]:
         t = time.perf_counter()
-        r = self.http.post(f"{self.base}/api/v1/resize", data=data, params=opts,
-                           headers={"Content-Type": "image/jpeg"}, timeout=60)
+        r = self._post_raw(data, opts)
         return self._submitted(r), time.perf_counter() - t
 
     def post_json(self, body: bytes) -> tuple[str, float]:
@@ -124,12 +126,13 @@ def job_for(system: str, mode: str, client: Client, workload: Workload, data: by
         # No size: the original's (and our compatible default) 100x100, stretched.
         unique = unique_json(data, {} if small else {"width": 1024})
         return lambda: client.poll(client.post_json(unique())[0])["status"] == "SUCCESS"
-    if mode == "long poll" and system == "ours":
-        # cover: exactly 100x100 without distortion, as thumbor's /100x100/ answers
-        opts = {"width": 100, "height": 100, "fit": "cover"} if small else {"width": 1024}
+    if system != "ours":
+        return None
+    # Ours' raw uploads. cover: exactly 100x100 without distortion, as thumbor's /100x100/ answers
+    opts = {"width": 100, "height": 100, "fit": "cover"} if small else {"width": 1024}
+    if mode == "long poll":
         return lambda: client.long_poll(client.post_raw(data + os.urandom(UNIQUE), opts)[0])["status"] == "SUCCESS"
-    if mode == "one request" and system == "ours":
-        opts = {"width": 100, "height": 100, "fit": "cover"} if small else {"width": 1024}
+    if mode == "one request":
         return lambda: client.submit_and_wait(data + os.urandom(UNIQUE), opts)["status"] == "SUCCESS"
     return None
 

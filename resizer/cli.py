@@ -77,14 +77,16 @@ class Client:
         """The job's token and, if it ended within ``wait`` seconds (the server waits: one request), its status."""
         data = path.read_bytes()
         form = {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in options.items()}
+        def post(params: dict | None) -> tuple[int, dict]:
+            return self._request("POST", "/api/v1/resize", files={"image": (path.name, data)}, data=form,
+                                 params=params)
+
         try:
-            status, body = self._request("POST", "/api/v1/resize", files={"image": (path.name, data)}, data=form,
-                                         params={"wait": wait} if wait else None)
+            status, body = post({"wait": wait} if wait else None)
         except CliError as exc:
             if not wait or "parameter 'wait'" not in str(exc):
                 raise
-            # A server from before POST ?wait= refuses it (nothing was queued): submit, then long-poll.
-            status, body = self._request("POST", "/api/v1/resize", files={"image": (path.name, data)}, data=form)
+            status, body = post(None)  # a server from before POST ?wait= refused it (nothing queued): long-poll
         return body["token"], (body if status == 201 else None)
 
     def status(self, token: str, wait: float = 0) -> dict:

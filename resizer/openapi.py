@@ -159,6 +159,12 @@ def build(limits: Limits) -> dict[str, Any]:
         {"name": n, "in": "query", "required": False, "schema": as_query_field(n, p)} for n, p in option_props.items()
     ]
 
+    location = {"Location": {"schema": {"type": "string"}, "description": "The status URL."}}
+
+    def wait_param(description: str) -> dict:
+        return {"name": "wait", "in": "query", "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT}, "description": description}
+
     def error(description: str) -> dict:
         return {"description": description,
                 "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
@@ -193,12 +199,10 @@ def build(limits: Limits) -> dict[str, Any]:
                          "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
                          "description": "Repeat a POST safely: the same key returns the same token."},
                         *query_params,
-                        {"name": "wait", "in": "query", "required": False,
-                         "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
-                         "description": "Wait up to this many seconds for the job to end: if it does, the answer "
-                                        "is 201 with its status (one request instead of a POST and a long "
-                                        "poll); else 202 as without it, also at once when the server has no "
-                                        "waiting slot free. Query string only, whatever the body."},
+                        wait_param("Wait up to this many seconds for the job to end: if it does, the answer is 201 "
+                                   "with its status (one request instead of a POST and a long poll); else 202 as "
+                                   "without it, also at once when the server has no waiting slot free. Query "
+                                   "string only, whatever the body."),
                     ],
                     "requestBody": {
                         "required": True,
@@ -212,15 +216,13 @@ def build(limits: Limits) -> dict[str, Any]:
                         "202": {
                             "description": "Accepted: the job is queued (with `?wait=`: it had not ended when the "
                                            "wait ran out, or the server had no waiting slot free).",
-                            "headers": {"Location": {"schema": {"type": "string"},
-                                                     "description": "The status URL."}},
+                            "headers": location,
                             "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}},
                         },
                         "201": {
                             "description": "With `?wait=`: the job ended while the request waited; its status, "
                                            "as `GET` on the status URL answers it.",
-                            "headers": {"Location": {"schema": {"type": "string"},
-                                                     "description": "The status URL."}},
+                            "headers": location,
                             "content": {"application/json": {"schema": {"$ref": REF.format(model="Ended")}}},
                         },
                         **submit_errors,
@@ -234,9 +236,7 @@ def build(limits: Limits) -> dict[str, Any]:
                     "summary": "Job status and, when done, presigned URLs",
                     "parameters": [
                         {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
-                        {"name": "wait", "in": "query", "required": False,
-                         "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
-                         "description": "Long poll: wait up to this many seconds for the job to end before answering."},
+                        wait_param("Long poll: wait up to this many seconds for the job to end before answering."),
                     ],
                     "responses": {
                         "200": {"description": "The job's status.",
