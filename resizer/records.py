@@ -31,7 +31,7 @@ from settings import DEFAULT_TENANT
 
 from .clock import isoformat, utcnow
 from .errors import WorkerLost
-from .storage import Storage, manifest_key, original_key, output_prefix
+from .storage import MANIFEST, Storage, legacy_output_prefix, manifest_key, original_key, output_prefix
 
 RECORD_META = "record"  # x-amz-meta-record on each output of a success
 MAX_PACKED = 1800  # S3 allows 2 KB of user metadata in all
@@ -109,12 +109,14 @@ def read_durable(storage: Storage, tenant: str, token: str, *, rebuild: bool = T
     (``source`` and ``placeholder`` are then unknown), but only once the
     original is gone (the job ended: its outputs are complete).
     """
-    raw = storage.get(manifest_key(tenant, token))
-    if raw is not None:
-        return json.loads(raw)
-    prefix = output_prefix(tenant, token)
-    listed = {key: modified for key, modified in storage.list(prefix) if not key.endswith("/manifest.json")}
-    if not listed:
+    for prefix in (output_prefix(tenant, token), legacy_output_prefix(tenant, token)):
+        raw = storage.get(prefix + MANIFEST)
+        if raw is not None:
+            return json.loads(raw)
+        listed = {key: modified for key, modified in storage.list(prefix) if not key.endswith("/" + MANIFEST)}
+        if listed:
+            break
+    else:
         return None
     head = storage.head(next(iter(sorted(listed))))
     packed = head["metadata"].get(RECORD_META) if head is not None else None

@@ -276,12 +276,22 @@ def _describe(exc: Exception) -> str:
 
 # The bucket's layout.  Originals live under their own prefix so a lifecycle
 # rule can expire any that a crash left behind; outputs and the manifest of a
-# job sit together under the owner's prefix.
+# job sit together under the owner's prefix, fanned out by the token's first two
+# characters (256 folders for our tokens), as thumbor's file storage does: a
+# store that keeps folders on a file system (rclone, MinIO on one drive) then
+# never holds one folder with an entry per job.  rclone's cost per PUT grows
+# with the entries of the folder it writes into: 0.8 -> 2.8 ms of CPU over
+# 15,000 jobs in one folder, flat at 0.8 ms fanned out (docs/performance.md).
 def original_key(token: str) -> str:
     return f"originals/{token}"
 
 
 def output_prefix(tenant: str, token: str) -> str:
+    return f"outputs/{tenant}/{token[:2]}/{token}/"
+
+
+def legacy_output_prefix(tenant: str, token: str) -> str:
+    """Where outputs went before the fan-out: read (never written) until they expire (RESULT_RETENTION_DAYS)."""
     return f"outputs/{tenant}/{token}/"
 
 
@@ -290,4 +300,7 @@ def output_key(tenant: str, token: str, name: str, ext: str) -> str:
 
 
 def manifest_key(tenant: str, token: str) -> str:
-    return f"{output_prefix(tenant, token)}manifest.json"
+    return f"{output_prefix(tenant, token)}{MANIFEST}"
+
+
+MANIFEST = "manifest.json"

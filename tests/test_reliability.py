@@ -100,7 +100,7 @@ def test_sigkilled_worker_job_is_recovered_and_output_exists_once(make_stack, sl
     assert body["status"] == "SUCCESS", (body, dump_logs(stack))
     assert recovery < 120
     keys = objects(storage, output_prefix("public", token))
-    assert keys == [f"outputs/public/{token}/default.png"]  # a success's record rides on its output
+    assert keys == [f"outputs/public/{token[:2]}/{token}/default.png"]  # a success's record rides on its output
     assert eventually_empty(storage, original_key(token)) == []
     # the supervisor replaced the dead worker
     assert stack.procs[proc].alive() and stack.procs[proc].restarts >= 1

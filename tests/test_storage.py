@@ -1,12 +1,16 @@
 """Storage code paths against moto's in-process S3."""
 
-import pytest
+import uuid
+from collections import Counter
 from urllib.parse import parse_qs, urlparse
+
+import pytest
 
 from botocore.utils import determine_content_length
 
 from resizer.errors import StorageUnavailable
-from resizer.storage import SMALL_BODY, Storage, manifest_key, original_key, output_key
+from resizer.storage import (SMALL_BODY, Storage, legacy_output_prefix, manifest_key, original_key, output_key,
+                             output_prefix)
 from settings import Settings
 
 
@@ -247,9 +251,20 @@ def test_unreachable_storage_is_a_retryable_error():
 
 
 def test_key_layout_is_deterministic():
-    assert original_key("t") == "originals/t"
-    assert output_key("public", "t", "thumb", "webp") == "outputs/public/t/thumb.webp"
-    assert manifest_key("public", "t") == "outputs/public/t/manifest.json"
+    token = "1d0f5c3e-8a41-4b7e-9d2c-5f6a7b8c9d0e"
+    assert original_key(token) == f"originals/{token}"
+    assert output_key("public", token, "thumb", "webp") == f"outputs/public/1d/{token}/thumb.webp"
+    assert manifest_key("public", token) == f"outputs/public/1d/{token}/manifest.json"
+    assert legacy_output_prefix("public", token) == f"outputs/public/{token}/"
+
+
+def test_outputs_fan_out_so_no_folder_holds_an_entry_per_job():
+    """A store that keeps folders on a file system (rclone, MinIO on one drive) pays per entry of the folder it
+    writes into: jobs' outputs spread over 256 folders under their owner's prefix, never one folder for all."""
+    tokens = [str(uuid.uuid4()) for _ in range(5000)]
+    folders = Counter(output_prefix("acme", token).rsplit("/", 2)[0] for token in tokens)
+    assert all(folder.startswith("outputs/acme/") for folder in folders)
+    assert len(folders) == 256 and max(folders.values()) < 60
 
 
 def test_delete_many_removes_keys_and_ignores_missing_ones(s3):

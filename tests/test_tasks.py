@@ -11,6 +11,7 @@ transient failure with attempts left must leave none of them, only a retry.
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import fakeredis
@@ -25,7 +26,7 @@ from resizer.imaging import ImageLimits
 from resizer.metrics import PREFIX as METRICS
 from resizer.options import Limits, parse_options
 from resizer.reaper import Reaper
-from resizer.storage import manifest_key, original_key
+from resizer.storage import legacy_output_prefix, manifest_key, original_key, output_prefix
 from resizer.worker import WorkerContext
 from settings import Settings
 
@@ -114,6 +115,26 @@ def test_a_success_keeps_its_record_on_its_outputs_not_in_an_object_of_its_own(c
     del ctx.storage.objects[record["variants"]["b"]["key"]]
     assert records.read_durable(ctx.storage, TENANT, TOKEN) is None
     assert records.read_durable(ctx.storage, TENANT, TOKEN, rebuild=False) is None
+
+
+def test_records_written_before_the_outputs_fanned_out_are_still_read(ctx, connection):
+    """Outputs written under ``outputs/<tenant>/<token>/`` (before the fan-out) are read until they expire."""
+    submit(ctx, png())
+    _, record = run(ctx, connection, spec(callback=None))
+    ctx.reaper.flush()
+    legacy = legacy_output_prefix(TENANT, TOKEN)
+    moved = {**record, "variants": {name: {**v, "key": legacy + v["key"].rsplit("/", 1)[1]}
+                                    for name, v in record["variants"].items()}}
+    for old, new in zip(record["variants"].values(), moved["variants"].values()):
+        data, content_type, _ = ctx.storage.objects.pop(old["key"])
+        ctx.storage.put(new["key"], data, content_type, metadata={records.RECORD_META: records.pack(moved)})
+    assert not ctx.storage.list(output_prefix(TENANT, TOKEN))
+    assert records.read_durable(ctx.storage, TENANT, TOKEN) == moved
+    ctx.storage.put(legacy + "manifest.json", b'{"status": "FAILURE", "error": {"code": "x"}}', "application/json")
+    assert records.read_durable(ctx.storage, TENANT, TOKEN)["status"] == "FAILURE"  # a legacy failure's manifest
+    ctx.storage.put(manifest_key(TENANT, TOKEN), json.dumps(record).encode(), "application/json")
+    assert records.read_durable(ctx.storage, TENANT, TOKEN) == record  # the current layout is read first
+    assert records.read_durable(ctx.storage, TENANT, "2" + TOKEN[1:]) is None
 
 
 def test_no_webhook_without_a_callback_url(ctx, connection):
