@@ -238,16 +238,14 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
     stop.set()
     outcome = {status: sum(1 for s in ended.values() if s == status) for status in ("SUCCESS", "FAILURE")}
     storage = Storage(Settings.from_env(stack.env))
-    duplicated = 0
     keys: dict[str, list[str]] = {}
     paginator = storage.client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=storage.bucket, Prefix="outputs/"):
         for obj in page.get("Contents", []):
-            token = obj["Key"].split("/")[2]
-            keys.setdefault(token, []).append(obj["Key"])
-    for token in tokens:
-        found = keys.get(token, [])
-        if len(found) > 2:  # one output + its manifest
-            duplicated += 1
+            # outputs/<tenant>/<t>/<token>/<name>: the token is the folder the file is in
+            keys.setdefault(obj["Key"].rsplit("/", 2)[-2], []).append(obj["Key"])
+    # A job leaves one object: its output (carrying its record), or a failure's manifest.json.
+    duplicated = sum(1 for token in tokens if len(keys.get(token, [])) > 1)
+    missing = sum(1 for token in tokens if ended.get(token) == "SUCCESS" and not keys.get(token))
     return {"accepted": accepted, "succeeded": outcome["SUCCESS"], "failed": outcome["FAILURE"], "lost": len(lost),
-            "duplicated_outputs": duplicated, "workers_killed": kills}
+            "duplicated_outputs": duplicated, "missing_outputs": missing, "workers_killed": kills}

@@ -172,5 +172,6 @@ def markdown(results: dict) -> str:
         s = results["soak"]
         lines += [f"Soak (ours): {s['accepted']} jobs accepted while {s['workers_killed']} workers were SIGKILLed:"
                   f" {s['succeeded']} succeeded, {s['failed']} failed, **{s['lost']} lost**,"
-                  f" **{s['duplicated_outputs']} duplicated outputs**.", ""]
+                  f" **{s['duplicated_outputs']} duplicated outputs**, **{s.get('missing_outputs', 0)} successes"
+                  f" without their output**.", ""]
     return "\n".join(lines)

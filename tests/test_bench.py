@@ -39,6 +39,7 @@ def test_benchmark_smoke_run(tmp_path):
     assert original["bytes_per_job"] > original["image_bytes"]  # the design under test: base64 in the message
     assert {b["system"] for b in data["backlog"]} == {"ours", "original"}
     assert data["soak"]["lost"] == 0 and data["soak"]["duplicated_outputs"] == 0
+    assert data["soak"]["missing_outputs"] == 0
     assert data["soak"]["succeeded"] == data["soak"]["accepted"] == 30
     assert data["post"]["count"] == 40 and data["post"]["load_jobs_per_s"] > 0  # uploads under load, really
     assert data["post"]["load_errors"] == 0
