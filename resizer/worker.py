@@ -50,6 +50,7 @@ class ResizeWorker(SimpleWorker):
     _not_suspended: float = -1.0  # monotonic time the ending of a job found workers not suspended
     max_rss: int = 0  # bytes: past this after a job, the worker exits to be replaced (0: no limit)
     _idle_in_ending: bool = False  # the job's ending transaction carried the state "idle" and the renewal
+    _ending_success: bool = False  # within RQ's handle_job_success
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -86,17 +87,17 @@ class ResizeWorker(SimpleWorker):
         beat.start()
         self._idle_in_ending = False
         try:
-            # RQ's prepare_execution goes out with prepare_job_execution's transaction
-            ended = self.perform_job(job, queue)
+            self.perform_job(job, queue)  # RQ's prepare_execution goes out with prepare_job_execution's transaction
         finally:
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
         # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
-        if ended and self._idle_in_ending:
-            # The ending's transaction set the state and renewed the key, and went through (RQ raises if it
-            # does not, and ends the job again as a failure): only the check is left, a read (no fsync).
+        if self._idle_in_ending:
+            # The success's ending set the state and renewed the key, and went through (see handle_job_success):
+            # only the check is left, a read (no fsync).
+            self._state = WorkerStatus.IDLE
             suspended = self.connection.exists(WORKERS_SUSPENDED)
-        else:  # a failure's ending, whose transaction RQ may have let fail: everything again
+        else:  # a failure's ending, which RQ lets fail quietly: everything on its own
             with self.connection.pipeline(transaction=False) as pipe:
                 self.set_state(WorkerStatus.IDLE, pipe)
                 super().heartbeat(None, pipe)  # the job's start shortened the key's TTL: the full one again
@@ -106,13 +107,25 @@ class ResizeWorker(SimpleWorker):
         self._not_suspended = -1.0 if suspended else self._renewed
         self._retire_if_grown(job)
 
-    def cleanup_execution(self, job: Job, pipeline) -> None:
-        """RQ's, and the worker's state "idle" with the key's full TTL again (the job's start shortened it), in
-        the same transaction that ends the job instead of a write of their own after it."""
-        super().cleanup_execution(job, pipeline)
-        self.set_state(WorkerStatus.IDLE, pipeline)
-        super().heartbeat(None, pipeline)
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
+        """RQ's, whose transaction also carries the worker's state "idle" and its renewal (cleanup_execution).
+        RQ raises if that transaction fails (and ends the job as a failure): past it, both went through."""
+        self._ending_success = True
+        try:
+            super().handle_job_success(job, queue, started_job_registry)
+        finally:
+            self._ending_success = False
         self._idle_in_ending = True
+
+    def cleanup_execution(self, job: Job, pipeline) -> None:
+        """RQ's; in a success's ending, also the state "idle" and the key's full TTL again (the job's start
+        shortened it), instead of a write of their own after it. The state is written to Redis only: to itself
+        the worker stays busy until the ending is sent, so that a SIGTERM meanwhile waits for the job (RQ's
+        handler stops at once unless the worker is busy)."""
+        super().cleanup_execution(job, pipeline)
+        if self._ending_success:
+            pipeline.hset(self.key, "state", WorkerStatus.IDLE)
+            super().heartbeat(None, pipeline)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's, with RQ's ``prepare_execution`` (the execution's record and the state "busy", a round trip that

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from rq import Queue
 
@@ -89,6 +91,7 @@ def test_the_state_is_written_only_when_it_changes(worker, real_redis):
 # -- a whole job ----------------------------------------------------------------------------------------------
 TRIPS: list[tuple] = []  # what the worker sent, one entry per round trip
 RAN: list[int] = []  # len(TRIPS) when each job ran
+AT_CHECK: list[tuple] = []  # the worker's state and its key's TTL in Redis when it asks whether it is suspended
 
 
 def record_run(suspend: bool = False, fail: bool = False) -> None:
@@ -109,11 +112,18 @@ def counted(real_redis, monkeypatch):
 
     TRIPS.clear()
     RAN.clear()
+    AT_CHECK.clear()
     send = redis.Redis.execute_command
     execute = redis.client.Pipeline.execute
     immediate = redis.client.Pipeline.immediate_execute_command
-    monkeypatch.setattr(redis.Redis, "execute_command",
-                        lambda self, *args, **kw: TRIPS.append(tuple(map(str, args[:2]))) or send(self, *args, **kw))
+
+    def command(self, *args, **kw):
+        TRIPS.append(tuple(map(str, args[:2])))
+        if args[:2] == ("EXISTS", "rq:suspended"):
+            AT_CHECK.append((send(self, "HGET", "rq:worker:burst", "state"), send(self, "TTL", "rq:worker:burst")))
+        return send(self, *args, **kw)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *a, **kw: TRIPS.append(
         tuple(" ".join(map(str, c[0][:3])) for c in pipe.command_stack)) or execute(pipe, *a, **kw))
     monkeypatch.setattr(redis.client.Pipeline, "immediate_execute_command",
@@ -147,6 +157,10 @@ def test_a_job_costs_the_worker_eight_round_trips_of_rqs_bookkeeping_three_of_th
         trips = counted[a:b]
         assert [trip[0].split()[0] for trip in trips] == [
             "WATCH", "SMEMBERS", "HINCRBY", "EXISTS", "LMOVE", "HGETALL", "HSET", "PERSIST"], trips
+        reads = ("WATCH", "SMEMBERS", "EXISTS", "HGETALL", "PERSIST")  # PERSIST: the job has no TTL to remove
+        assert len([trip for trip in trips if trip[0].split()[0] not in reads]) == 3
+    queued = Queue("t", connection=real_redis).enqueue(f"{__name__}.record_run")
+    assert real_redis.ttl(queued.key) == -1  # what PERSIST finds: nothing to change, nothing to fsync
 
 
 def test_a_job_starts_in_one_transaction_with_its_execution_record(real_redis, counted):
@@ -167,7 +181,22 @@ def test_after_a_job_the_worker_is_idle_with_its_full_ttl_in_the_jobs_ending(rea
                                                    f"EXPIRE {w.key} 90")
     assert any(c.startswith("HSET rq:job:") and c.endswith(" status") for c in ending[0])  # the job's own end
     assert between[between.index(ending[0]) + 1] == ("EXISTS", "rq:suspended")  # a read, nothing else
-    assert real_redis.hget(w.key, "state") is not None and real_redis.ttl(w.key) > 20
+    state, ttl = AT_CHECK[0]  # in Redis, between the two jobs
+    assert state == b"idle" and ttl > 20
+
+
+def test_a_stop_requested_while_a_job_ends_waits_for_the_job(real_redis, counted, monkeypatch):
+    """SIGTERM during the job's ending (RQ's handler, _shutdown, raises StopRequested at once unless the worker
+    is busy): the job still ends SUCCESS, and the worker stops before the next job."""
+    def cleanup_then_sigterm(self, job, pipeline):
+        ending(self, job, pipeline)
+        self.request_stop(signal.SIGTERM, None)  # what RQ's SIGTERM handler is
+
+    ending = ResizeWorker.cleanup_execution
+    monkeypatch.setattr(ResizeWorker, "cleanup_execution", cleanup_then_sigterm)
+    _, queue = run_burst(real_redis, [{}, {}])
+    assert len(RAN) == 1 and queue.count == 1
+    assert queue.finished_job_registry.count == 1 and queue.failed_job_registry.count == 0
 
 
 def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(real_redis, counted):
@@ -185,11 +214,11 @@ def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted, f
     assert job.get_status() == ("failed" if fail else "finished")
     assert job.ended_at is not None and job.last_heartbeat == job.ended_at
     assert ("HSET", job.key) not in counted[RAN[0]:]  # not a round trip of its own
-    # the state "idle" and the renewal: in a success's ending; after a failure's, on their own as well (RQ lets
-    # a failure's ending fail quietly)
+    # the state "idle" and the renewal: in a success's ending; after a failure's, on their own (RQ lets a
+    # failure's ending fail quietly)
     idle = [trip for trip in counted[RAN[0]:] if f"HSET {w.key} state" in trip]
-    assert len(idle) == (2 if fail else 1) and (f"EXPIRE {w.key} 90" in idle[-1])
-    assert ("EXISTS rq:suspended" in idle[-1]) == fail
+    assert len(idle) == 1 and f"EXPIRE {w.key} 90" in idle[0]
+    assert ("EXISTS rq:suspended" in idle[0]) == fail
 
 
 @pytest.mark.parametrize("resident_mb, limit_mb, jobs_run", [(101, 100, 1), (99, 100, 2), (10_000, 0, 2)])
@@ -261,6 +290,16 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     success = inspect.getsource(BaseWorker.handle_job_success)
     assert -1 < success.find("self.cleanup_execution(job, pipeline=pipeline)") < success.find("pipeline.execute()")
     assert "except redis.exceptions.WatchError:" in success and "suppress(" not in success
+    assert statements(executions.cleanup_execution) == [
+        "logger.debug('Cleaning up execution of job %s', job.id)", "worker.set_current_job_id(None, pipeline=pipeline)",
+        "if worker.execution is not None:", "worker.execution.delete(job=job, pipeline=pipeline)",
+        "worker.execution = None"]
+    # perform_job prepares the job (and now its execution record) inside its try, before the job runs
+    perform = inspect.getsource(BaseWorker.perform_job)
+    assert -1 < perform.find("try:") < perform.find("self.prepare_job_execution(job, remove_from_intermediate_queue)") \
+        < perform.find("return_value = job.perform()") < perform.find("self.handle_job_success(")
+    # a SIGTERM waits for the job only while the worker is busy: it stays busy to itself until its ending is sent
+    assert "if self.get_state() == WorkerStatus.BUSY:" in inspect.getsource(BaseWorker._shutdown)
     # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
     work = inspect.getsource(BaseWorker.work)
     assert -1 < work.find("if self._stop_requested:") < work.find("self.dequeue_job_and_maintain_ttl(")
