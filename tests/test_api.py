@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job
 
 from resizer import originals
-from resizer.storage import manifest_key
+from resizer.storage import manifest_key, output_key
 from tests.conftest import CORPUS, ORIGINAL_PNG_B64, b64, image_bytes
 
 
@@ -65,8 +65,8 @@ def test_a_failed_job_without_an_error_reports_worker_lost(client, fake_redis):
 def test_status_survives_the_queue_record_through_the_manifest(client, s3, fake_redis):
     token = str(uuid.uuid4())
     manifest = {"status": "SUCCESS", "created_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
-                "variants": {"default": {"key": f"outputs/public/{token}/default.jpg", "width": 100, "height": 100,
-                                         "format": "jpeg", "bytes": 10}}}
+                "variants": {"default": {"key": output_key("public", token, "default", "jpg"), "width": 100,
+                                         "height": 100, "format": "jpeg", "bytes": 10}}}
     s3.put(manifest_key("public", token), json.dumps(manifest).encode(), "application/json")
     body = client.get(f"/api/v1/resize/{token}").get_json()
     assert body["status"] == "SUCCESS" and "X-Amz-Signature" in body["resized_image_url"]
