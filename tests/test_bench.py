@@ -73,6 +73,19 @@ def data_ratios(data):
     return ratios(data["e2e"])
 
 
+def test_the_clients_cpu_is_measured_below_a_clock_tick():
+    """A smoke run's few small jobs cost the client less than one 10 ms tick, which /proc/self/stat counts in."""
+    import time
+
+    from bench.procs import self_cpu_seconds
+
+    for _ in range(3):
+        before, start = self_cpu_seconds(), time.perf_counter()
+        while time.perf_counter() - start < 0.003:  # 3 ms of CPU
+            pass
+        assert 0 < self_cpu_seconds() - before < 0.5
+
+
 def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
     """A worker recycled inside the window (ours restarts one past WORKER_MAX_RSS_MB or WORKER_MAX_JOBS) is charged
     what it ran, also when its pid is still asked for after it was reaped (the supervisor restarts it a moment later)."""
