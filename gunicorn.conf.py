@@ -43,7 +43,11 @@ proc_name = "resizer-api"
 
 # prometheus-client's multiprocess mode: every worker writes its metrics here,
 # /metrics on any worker reports them all.  Set before any worker imports it.
-_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="resizer-metrics-"))
+# A folder made here (none given) is removed when the server exits; one given is only emptied at start.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="resizer-metrics-")
+    os.environ["RESIZER_OWNS_METRICS_DIR"] = "1"  # kept in the environment: a reload (HUP) reads this file again
+_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 shutil.rmtree(_metrics_dir, ignore_errors=True)
 os.makedirs(_metrics_dir, exist_ok=True)
 
@@ -52,6 +56,11 @@ def post_worker_init(worker):
     from resizer.logs import configure_logging
 
     configure_logging(_settings, "api")
+
+
+def on_exit(server):
+    if os.environ.get("RESIZER_OWNS_METRICS_DIR") == "1":
+        shutil.rmtree(_metrics_dir, ignore_errors=True)  # else every start left one behind in /tmp
 
 
 def child_exit(server, worker):
