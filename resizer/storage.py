@@ -282,6 +282,9 @@ def _describe(exc: Exception) -> str:
 # never holds one folder with an entry per job.  rclone's cost per PUT grows
 # with the entries of the folder it writes into: 0.8 -> 2.8 ms of CPU over
 # 15,000 jobs in one folder, flat at 0.8 ms fanned out (docs/performance.md).
+MANIFEST = "manifest.json"  # a failure's record (a success's rides on its outputs)
+
+
 def original_key(token: str) -> str:
     return f"originals/{token}"
 
@@ -302,5 +305,3 @@ def output_key(tenant: str, token: str, name: str, ext: str) -> str:
 def manifest_key(tenant: str, token: str) -> str:
     return f"{output_prefix(tenant, token)}{MANIFEST}"
 
-
-MANIFEST = "manifest.json"

@@ -263,9 +263,8 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert textwrap.dedent(inspect.getsource(BaseWorker.handle_execution_ended)).splitlines()[2:] == [
         "    job.ended_at = now()", "    job.heartbeat(now(), heartbeat_ttl)"]
     # prepare_job_execution is RQ's prepare_execution and prepare_job_execution in one transaction
-    def statements(function) -> list[str]:
-        body = inspect.getsource(function).split('"""')[-1] if '"""' in inspect.getsource(function) else \
-            inspect.getsource(function).split(":", 1)[1]
+    def statements(function) -> list[str]:  # after the docstring, without comments and debug logs
+        body = inspect.getsource(function).split('"""')[-1]
         return [line.strip() for line in body.splitlines()
                 if line.strip() and not line.strip().startswith(("#", "self.log.debug"))]
 
