@@ -9,6 +9,9 @@ attempt and a worker lost on the last attempt all end here, in the same order:
 4. the completion webhook, queued (delivered by its own worker);
 5. the original, handed to the reaper (no attempt will need it again).
 
+In a worker, a success's publishing (2, with the metric) goes out in RQ's own
+ending of the job, one transaction (``worker.JobEnding``), and 4 and 5 follow it.
+
 A success whose durable record cannot be written has not ended: the error
 propagates and the job is retried (outputs are idempotent).  A failure is
 recorded as far as it can be: each step that fails is logged and the next
@@ -18,6 +21,7 @@ one still runs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
@@ -40,6 +44,11 @@ class Recorder(Protocol):
     settings: Settings
     storage: Storage
     reaper: Reaper | None
+
+    def join_ending(self, commands: Callable[[Any], None], after: Callable[[], None]) -> bool:
+        """Queue ``commands`` (Redis commands, on the pipeline given) in the transaction that ends the job for its
+        queue, and run ``after`` once that went through; False if there is none to join (then the caller sends
+        them itself). A worker's is RQ's ending of the job it runs (``worker.JobEnding``)."""
 
 
 def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
@@ -66,16 +75,27 @@ def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
     # Once recorded, no attempt will need the original again: a Redis-carried one is released in the same
     # round trip as the result.
     release = recorded and original in (None, "redis")
-    released = _publish(connection, token, tenant, record, ctx.settings.result_ttl,
-                        ("success" if success else "failure", error.get("code", ""), stages or {}), release)
-    _webhook(ctx, connection, token, tenant, callback_url)
-    if recorded:
-        if not released and original in (None, "storage") and ctx.reaper is not None:
-            ctx.reaper.add(original_key(token))
-    else:
-        # Nothing outside Redis says how it ended: keep the original, so that if Redis forgets
-        # the job the status still knows of it and the reconciler runs it again.
-        log.warning("job %s: original kept until its failure can be recorded", token)
+    publication = (token, tenant, record, ctx.settings.result_ttl,
+                   ("success" if success else "failure", error.get("code", ""), stages or {}), release)
+
+    def then(released: bool) -> None:
+        _webhook(ctx, connection, token, tenant, callback_url)
+        if recorded:
+            if not released and original in (None, "storage") and ctx.reaper is not None:
+                ctx.reaper.add(original_key(token))
+        else:
+            # Nothing outside Redis says how it ended: keep the original, so that if Redis forgets
+            # the job the status still knows of it and the reconciler runs it again.
+            log.warning("job %s: original kept until its failure can be recorded", token)
+
+    # A success joins the transaction that ends the job for RQ (in a worker): no write of its own. If that
+    # transaction fails, RQ retries the job (outputs are idempotent) or, on the last attempt, its on_failure
+    # finds the durable record and leaves the job as it is. A failure publishes by itself: RQ lets a failure's
+    # ending fail quietly.
+    if success and connection is not None and ctx.join_ending(lambda pipe: _queue_publication(pipe, *publication),
+                                                              lambda: then(original == "redis")):
+        return record
+    then(_publish(connection, *publication))
     return record
 
 
@@ -119,18 +139,24 @@ def metric(job, outcome: str, code: str, stages: dict[str, float]) -> None:
         log.warning("metrics not recorded: %s", exc)
 
 
+def _queue_publication(pipe, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple,
+                       release: bool) -> None:
+    """The result (waking waiting clients), the metric and, with ``release``, the release of the original from
+    Redis (its reply last)."""
+    records.publish(pipe, token, tenant, record, ttl)
+    record_job(pipe, *outcome)
+    if release:
+        originals.release_from_redis(pipe, token)
+
+
 def _publish(connection, token: str, tenant: str, record: dict[str, Any], ttl: int, outcome: tuple,
              release: bool) -> bool:
-    """The result (waking waiting clients), the metric and, with ``release``, the release of the original from
-    Redis, in one round trip.  True if an original was released from Redis."""
+    """The publication in one round trip of its own.  True if an original was released from Redis."""
     if connection is None:
         return False
     try:
         with connection.pipeline() as pipe:
-            records.publish(pipe, token, tenant, record, ttl)
-            record_job(pipe, *outcome)
-            if release:
-                originals.release_from_redis(pipe, token)
+            _queue_publication(pipe, token, tenant, record, ttl, outcome, release)
             replies = pipe.execute()
         return release and bool(replies[-1])
     except redis.exceptions.RedisError as exc:

@@ -52,6 +52,9 @@ class _Recorder:
     storage: Storage
     reaper: None = None  # the API never holds originals to delete
 
+    def join_ending(self, commands, after) -> bool:
+        return False  # reused work is ended here, outside any RQ job: it publishes in a round trip of its own
+
 
 @dataclass
 class Submission:

@@ -53,14 +53,21 @@ def on_failure(job, connection, exc_type, exc_value, traceback) -> None:
     by then).  When a worker is killed, RQ's maintenance finds the job abandoned
     and calls this; so does any failure that escaped the job's classification.
     A job whose ending was already published is left alone (a worker killed
-    just after ending a job successfully must not turn it into a failure).
+    just after ending a job successfully must not turn it into a failure).  A
+    success recorded in storage whose publishing was lost (it goes out with RQ's
+    ending of the job, which failed on the last attempt) is published now.
     """
     if job.retries_left:
         return  # RQ will run it again
     token, tenant, spec, _request_id = job.args
     ctx = context()
-    if records.read_result(connection, token, tenant) is not None or \
-            records.read_durable(ctx.storage, tenant, token, rebuild=False) is not None:
+    if records.read_result(connection, token, tenant) is not None:
+        return
+    earlier = records.read_durable(ctx.storage, tenant, token, rebuild=False)
+    if earlier is not None:
+        if earlier.get("status") == "SUCCESS":
+            log.info("job %s: succeeded, but its ending did not reach Redis; publishing it", token)
+            endings.end(ctx, job, token, tenant, JobSpec.from_dict(spec).callback_url, earlier, durable=True)
         return
     abandoned = isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)
     error = WorkerLost() if abandoned else InternalError(f"Processing failed unexpectedly ({exc_type.__name__}).")

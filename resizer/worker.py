@@ -20,11 +20,12 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now as rq_now
@@ -86,9 +87,12 @@ class ResizeWorker(SimpleWorker):
         beat = threading.Thread(target=self._beat, args=(job, done), name="heartbeat", daemon=True)
         beat.start()
         self._idle_in_ending = False
+        joined = context().ending
+        joined.open()
         try:
             self.perform_job(job, queue)  # RQ's prepare_execution goes out with prepare_job_execution's transaction
         finally:
+            joined.close()
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
         # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
@@ -108,14 +112,17 @@ class ResizeWorker(SimpleWorker):
         self._retire_if_grown(job)
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
-        """RQ's, whose transaction also carries the worker's state "idle" and its renewal (cleanup_execution).
-        RQ raises if that transaction fails (and ends the job as a failure): past it, both went through."""
+        """RQ's, whose transaction also carries what the job's success joined to it (its published result:
+        ``endings``) and the worker's state "idle" and its renewal (cleanup_execution). RQ raises if that
+        transaction fails (and ends the job as a failure, so it is retried or ended by ``on_failure``): past
+        it, all of them went through, and what the job asked to run once its result is out runs now."""
         self._ending_success = True
         try:
             super().handle_job_success(job, queue, started_job_registry)
         finally:
             self._ending_success = False
         self._idle_in_ending = True
+        context().ending.done()
 
     def cleanup_execution(self, job: Job, pipeline) -> None:
         """RQ's; in a success's ending, also the state "idle" and the key's full TTL again (the job's start
@@ -124,6 +131,7 @@ class ResizeWorker(SimpleWorker):
         handler stops at once unless the worker is busy)."""
         super().cleanup_execution(job, pipeline)
         if self._ending_success:
+            context().ending.queue(pipeline)
             pipeline.hset(self.key, "state", WorkerStatus.IDLE)
             super().heartbeat(None, pipeline)
 
@@ -165,9 +173,15 @@ class ResizeWorker(SimpleWorker):
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """RQ's writes the job's last heartbeat here, a round trip of its own that nothing reads: liveness is
-        the execution's (renewed by ``_beat``). The value is kept and goes out with the job's ending."""
+        the execution's (renewed by ``_beat``). The value is kept and goes out with the job's ending.
+
+        RQ calls it also when the job raised or its success's ending failed, before the failure callback: then
+        nothing joined to the ending will go out, and nothing may join it any more (the callback publishes
+        whatever it ends by itself)."""
         job.ended_at = rq_now()
         job.last_heartbeat = job.ended_at
+        if job.get_status(refresh=False) == JobStatus.FAILED:
+            context().ending.close()
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
@@ -213,6 +227,50 @@ def resident_bytes() -> int:
 
 
 # -- what a worker process builds once ----------------------------------------------
+Commands = Callable[[object], None]  # queues Redis commands on the pipeline it is given
+
+
+class JobEnding:
+    """The transaction in which RQ ends the job the worker runs (``ResizeWorker.handle_job_success``), which a
+    job's success may join: its result then needs no write of its own (each write waits for Redis's fsync
+    where Redis keeps what it acknowledges), and it is published exactly when RQ marks the job finished.
+
+    Open only while the worker runs a job; a job run any other way (tests, the API ending reused work) finds
+    it closed and publishes by itself."""
+
+    def __init__(self) -> None:
+        self._commands: list[Commands] | None = None
+        self._after: list[Callable[[], None]] = []
+
+    def open(self) -> None:
+        self._commands, self._after = [], []
+
+    def close(self) -> None:
+        self._commands, self._after = None, []
+
+    def join(self, commands: Commands, after: Callable[[], None]) -> bool:
+        """Queue ``commands`` in the job's ending and run ``after`` once it went through; False if closed."""
+        if self._commands is None:
+            return False
+        self._commands.append(commands)
+        self._after.append(after)
+        return True
+
+    def queue(self, pipeline) -> None:
+        """Into RQ's ending transaction (again on each attempt of it: RQ retries it after a WatchError)."""
+        for commands in self._commands or ():
+            commands(pipeline)
+
+    def done(self) -> None:
+        """The ending went through: what was to follow it runs, once."""
+        after, self._commands, self._after = self._after, None, []
+        for call in after:
+            try:
+                call()
+            except Exception:  # the job has ended: nothing here may turn it into a failure
+                log.exception("after a job's ending")
+
+
 @dataclass
 class WorkerContext:
     """Clients and settings built once per worker process, not once per job."""
@@ -222,6 +280,10 @@ class WorkerContext:
     limits: ImageLimits
     pool: ThreadPoolExecutor  # for concurrent storage calls within a job
     reaper: Reaper  # deletes finished jobs' originals in batches
+    ending: JobEnding = field(default_factory=JobEnding)  # the running job's, which its success joins
+
+    def join_ending(self, commands: Commands, after: Callable[[], None]) -> bool:
+        return self.ending.join(commands, after)
 
 
 _context: WorkerContext | None = None

@@ -245,6 +245,22 @@ def test_a_job_that_ended_itself_is_left_alone_by_the_safety_net(ctx, connection
     assert seen["published"]["status"] == "SUCCESS" and seen["metrics"] == {"success|": 1}
 
 
+def test_a_success_whose_publishing_was_lost_is_published_by_the_safety_net(ctx, connection, monkeypatch):
+    """In a worker a success is published with RQ's ending of the job; if that ending fails on the last
+    attempt, the job's success is only in storage: the safety net publishes it, with its webhook, once."""
+    monkeypatch.setattr(tasks, "context", lambda: ctx)
+    submit(ctx, png())
+    ctx.ending.open()  # as the worker does around a job
+    _, record = run(ctx, connection, spec())
+    ctx.ending.close()  # as the worker does when the ending failed: what joined it never went out
+    assert outcome(ctx, connection)["published"] is None
+    job = fake_job(connection, TOKEN, TENANT, spec().to_dict(), retries_left=0)
+    tasks.on_failure(job, connection, ConnectionError, ConnectionError("Redis went away"), None)
+    seen = outcome(ctx, connection)
+    assert seen["published"] == record and seen["woken"] == 1 and seen["metrics"] == {"success|": 1}
+    assert seen["webhooks"] == 1 and seen["reaped"] == 1
+
+
 def test_an_abandoned_job_with_retries_left_is_left_to_rq(monkeypatch, connection):
     def refuse():
         raise AssertionError("the callback acted")

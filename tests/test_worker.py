@@ -297,8 +297,188 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     perform = inspect.getsource(BaseWorker.perform_job)
     assert -1 < perform.find("try:") < perform.find("self.prepare_job_execution(job, remove_from_intermediate_queue)") \
         < perform.find("return_value = job.perform()") < perform.find("self.handle_job_success(")
+    # when the job raised or its success's ending failed, RQ marks it failed, then calls handle_execution_ended
+    # (which closes the job's ending to joins), then the failure callback (which may end the job by itself)
+    failed = perform[perform.find("except:"):]
+    assert -1 < failed.find("job._status = JobStatus.FAILED") < failed.find("self.handle_execution_ended(") \
+        < failed.find("job.execute_failure_callback(")
     # a SIGTERM waits for the job only while the worker is busy: it stays busy to itself until its ending is sent
     assert "if self.get_state() == WorkerStatus.BUSY:" in inspect.getsource(BaseWorker._shutdown)
     # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
     work = inspect.getsource(BaseWorker.work)
     assert -1 < work.find("if self._stop_requested:") < work.find("self.dequeue_job_and_maintain_ttl(")
+
+
+# -- a real resize job: its success is published in RQ's ending of the job ------------------------------------
+TENANT = "acme"
+
+
+@pytest.fixture
+def resizing(real_redis):
+    """A worker context with storage in memory, installed as the worker process's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resizer.imaging import ImageLimits
+    from resizer.reaper import Reaper
+    from settings import Settings
+
+    from fakes import FakeStorage
+
+    storage = FakeStorage()
+    ctx = worker_module.WorkerContext(
+        settings=Settings.from_env({"APP_ENV": "testing", "WEBHOOK_SECRET": "s", "QUEUE_NAME": "t"}),
+        storage=storage, limits=ImageLimits(10**8, 8192, 300), pool=ThreadPoolExecutor(2),
+        reaper=Reaper(storage, background=False))
+    worker_module.set_context(ctx)
+    yield ctx
+    worker_module.set_context(None)
+    ctx.pool.shutdown()
+
+
+def queue_resizes(real_redis, ctx, count: int = 1, callback: str | None = None, retries: int = 0) -> list[str]:
+    import io
+    import uuid
+
+    from PIL import Image
+    from rq import Callback, Retry
+
+    from resizer.options import Limits, parse_options
+    from resizer.queueing import ON_FAILURE
+    from resizer.storage import original_key
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "PNG")
+    spec = parse_options({"width": 20, **({"callback_url": callback} if callback else {})}, Limits()).to_dict()
+    tokens = []
+    for _ in range(count):
+        token = str(uuid.uuid4())
+        ctx.storage.put(original_key(token), buf.getvalue(), "image/png")
+        Queue("t", connection=real_redis).enqueue("resizer.tasks.resize_job", token, TENANT, spec, None,
+                                                  retry=Retry(max=retries) if retries else None,
+                                                  on_failure=Callback(ON_FAILURE))  # as enqueue_resize does
+        tokens.append(token)
+    return tokens
+
+
+def work(real_redis) -> ResizeWorker:
+    w = ResizeWorker([Queue("t", connection=real_redis)], connection=real_redis, name="burst", worker_ttl=30)
+    w.reconciles = False
+    try:
+        w.work(burst=True)
+    finally:
+        if w.pubsub is not None:
+            w.pubsub.close()
+    return w
+
+
+def test_a_successs_result_goes_out_in_rqs_ending_of_the_job_not_in_a_write_of_its_own(real_redis, resizing,
+                                                                                        counted):
+    """The result (which wakes long polls), the metric and RQ's "finished" in one transaction: one write (and
+    one fsync, where Redis keeps what it acknowledges) a job less, and no moment where one is seen without the
+    other."""
+    from resizer import records
+    from resizer.metrics import PREFIX as METRICS
+
+    tokens = queue_resizes(real_redis, resizing, count=2)
+    work(real_redis)
+    for token in tokens:
+        sent = [trip for trip in counted if any(c.startswith(f"SET {records.RESULT_PREFIX}{token}") for c in trip)]
+        assert len(sent) == 1, sent  # published once
+        ending = " | ".join(sent[0])
+        for expected in ("ZADD rq:finished:t", f"RPUSH {records.DONE_PREFIX}{token}", f"HINCRBY {METRICS}jobs",
+                         "HSET rq:worker:burst state"):
+            assert expected in ending
+        assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+        assert real_redis.llen(records.DONE_PREFIX + token) == 1
+    assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"2"}
+    assert resizing.reaper.pending() == 2  # the originals (in storage) go once each job has ended
+
+
+def test_what_follows_a_successs_ending_runs_after_it(real_redis, resizing, counted):
+    from resizer import records, webhooks
+
+    token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
+    work(real_redis)
+    ending = next(i for i, trip in enumerate(counted) if "ZADD rq:finished:t" in " | ".join(trip))
+    webhook = next(i for i, trip in enumerate(counted) if f"rq:job:webhook-{token}" in " | ".join(trip))
+    assert webhook > ending  # the delivery finds the job's result published
+    assert real_redis.llen(f"rq:queue:{webhooks.queue_name(resizing.settings)}") == 1
+    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+
+
+def test_a_success_whose_ending_fails_is_run_again_and_published_once(real_redis, resizing, counted, monkeypatch):
+    """RQ treats a failed ending as the job's failure and retries it: nothing of the first ending is left (no
+    result, no metric counted twice, nothing queued after it), and the second run publishes it."""
+    import redis
+
+    from resizer import records
+    from resizer.metrics import PREFIX as METRICS
+
+    ending = ResizeWorker.cleanup_execution
+    endings_seen = []
+
+    def first_ending_fails(self, job, pipeline):
+        ending(self, job, pipeline)
+        if not self._ending_success:
+            return  # RQ's handling of the failure cleans up too
+        endings_seen.append(job.id)
+        if len(endings_seen) == 1:
+            raise redis.exceptions.ConnectionError("Redis went away in the ending")
+
+    monkeypatch.setattr(ResizeWorker, "cleanup_execution", first_ending_fails)
+    token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done", retries=1)
+    work(real_redis)
+    assert len(endings_seen) == 2  # run twice
+    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+    assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"1"}
+    webhook_queued = [trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]
+    assert len(webhook_queued) == 1 and resizing.reaper.pending() == 1
+
+
+def test_a_success_whose_ending_fails_on_the_last_attempt_is_published_by_the_safety_net(real_redis, resizing,
+                                                                                          counted, monkeypatch):
+    """No attempt left: RQ's failure callback (``tasks.on_failure``) finds the success recorded in storage and
+    publishes it by itself (nothing may join the failed ending any more), with its webhook, once."""
+    import redis
+
+    from resizer import records
+    from resizer.metrics import PREFIX as METRICS
+
+    ending = ResizeWorker.cleanup_execution
+
+    def ending_fails(self, job, pipeline):
+        ending(self, job, pipeline)
+        if self._ending_success:
+            raise redis.exceptions.ConnectionError("Redis went away in the ending")
+
+    monkeypatch.setattr(ResizeWorker, "cleanup_execution", ending_fails)
+    token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
+    work(real_redis)
+    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+    assert real_redis.llen(records.DONE_PREFIX + token) == 1
+    assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"1"}
+    assert len([trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]) == 1
+
+
+def test_a_job_run_outside_a_worker_publishes_by_itself(resizing):
+    assert resizing.join_ending(lambda pipe: None, lambda: None) is False  # no job's ending is open
+    ending = resizing.ending
+    ran = []
+    ending.open()
+    assert resizing.join_ending(lambda pipe: ran.append("queued"), lambda: ran.append("after"))
+    ending.queue(None)
+    ending.queue(None)  # RQ sends its ending again after a WatchError: queued again each time
+    ending.done()
+    ending.done()
+    assert ran == ["queued", "queued", "after"]  # what follows runs once
+    assert resizing.join_ending(lambda pipe: None, lambda: None) is False  # closed once done
+
+
+def test_a_step_after_the_ending_that_raises_does_not_fail_the_ended_job(resizing, caplog):
+    ending = resizing.ending
+    ran = []
+    ending.open()
+    ending.join(lambda pipe: None, lambda: 1 / 0)
+    ending.join(lambda pipe: None, lambda: ran.append("next"))
+    ending.done()
+    assert ran == ["next"] and "ZeroDivisionError" in caplog.text
