@@ -9,8 +9,8 @@ attempt and a worker lost on the last attempt all end here, in the same order:
 4. the completion webhook, queued (delivered by its own worker);
 5. the original, handed to the reaper (no attempt will need it again).
 
-In a worker, a success's publishing (2, with the metric) goes out in RQ's own
-ending of the job, one transaction (``worker.JobEnding``), and 4 and 5 follow it.
+In a worker, a success's publishing (2, with the metric and 4) goes out in RQ's
+own ending of the job, one transaction (``worker.JobEnding``), and 5 follows it.
 
 A success whose durable record cannot be written has not ended: the error
 propagates and the job is retried (outputs are idempotent).  A failure is
@@ -78,8 +78,9 @@ def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
     publication = (token, tenant, record, ctx.settings.result_ttl,
                    ("success" if success else "failure", error.get("code", ""), stages or {}), release)
 
-    def then(released: bool) -> None:
-        _webhook(ctx, connection, token, tenant, callback_url)
+    def then(released: bool, webhook: bool = True) -> None:
+        if webhook:
+            _webhook(ctx, connection, token, tenant, callback_url)
         if recorded:
             if not released and original in (None, "storage") and ctx.reaper is not None:
                 ctx.reaper.add(original_key(token))
@@ -88,12 +89,16 @@ def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,
             # the job the status still knows of it and the reconciler runs it again.
             log.warning("job %s: original kept until its failure can be recorded", token)
 
-    # A success joins the transaction that ends the job for RQ (in a worker): no write of its own. If that
-    # transaction fails, RQ retries the job (outputs are idempotent) or, on the last attempt, its on_failure
-    # finds the durable record and leaves the job as it is. A failure publishes by itself: RQ lets a failure's
-    # ending fail quietly.
-    if success and connection is not None and ctx.join_ending(lambda pipe: _queue_publication(pipe, *publication),
-                                                              lambda: then(original == "redis")):
+    def joined(pipe) -> None:
+        _queue_publication(pipe, *publication)
+        if callback_url:
+            webhooks.schedule(connection, ctx.settings, token, tenant, callback_url, pipeline=pipe)
+
+    # A success joins the transaction that ends the job for RQ (in a worker), its webhook too: no write of its
+    # own, and no moment where the job is finished but its webhook not yet queued. If that transaction fails,
+    # RQ retries the job (outputs are idempotent) or, on the last attempt, its on_failure publishes the success
+    # recorded in storage. A failure publishes by itself: RQ lets a failure's ending fail quietly.
+    if success and connection is not None and ctx.join_ending(joined, lambda: then(original == "redis", False)):
         return record
     then(_publish(connection, *publication))
     return record

@@ -280,10 +280,16 @@ class Jobs:
                 raise ServiceUnavailable("The job's results are not readable right now.")
             return self._render(token, record)
         if status == "FAILURE":
-            if not meta.get("error"):  # no error noted on RQ's job: the durable record knows better
+            # No result published: the durable record knows better. A success whose ending failed on its last
+            # attempt is "failed" to RQ, and an error noted on RQ's job may be an earlier attempt's.
+            try:
                 record = records.read_durable(self.storage, tenant, token, rebuild=False)
-                if record is not None:
-                    return self._render(token, record)
+            except ResizerError:
+                if not meta.get("error"):
+                    raise
+                record = None  # storage is out: what RQ's job says is the best answer there is
+            if record is not None:
+                return self._render(token, record)
             body["error"] = meta.get("error") or records.WORKER_LOST
             body["finished_at"] = isoformat(str_to_date(ended.decode())) if ended else None
         body["created_at"] = isoformat(str_to_date(created.decode())) if created else None

@@ -34,11 +34,12 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def schedule(connection: redis.Redis, settings: Settings, token: str, tenant: str, url: str) -> None:
-    """Queue the delivery (by whatever ended the job: a worker, or the API for reused work)."""
+def schedule(connection: redis.Redis, settings: Settings, token: str, tenant: str, url: str, pipeline=None) -> None:
+    """Queue the delivery (by whatever ended the job: a worker, or the API for reused work); with ``pipeline``,
+    queued on it (the caller sends it: a worker's ending of the job)."""
     Queue(queue_name(settings), connection=connection).enqueue(
         "resizer.delivery.deliver", token, tenant, url,
         job_id=f"webhook-{token}", retry=Retry(max=len(INTERVALS), interval=INTERVALS),
         job_timeout=settings.webhook_timeout * 3 + 10, result_ttl=settings.result_ttl,
-        failure_ttl=settings.result_ttl, description=f"webhook for {token}",
+        failure_ttl=settings.result_ttl, description=f"webhook for {token}", pipeline=pipeline,
     )

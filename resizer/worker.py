@@ -52,6 +52,7 @@ class ResizeWorker(SimpleWorker):
     max_rss: int = 0  # bytes: past this after a job, the worker exits to be replaced (0: no limit)
     _idle_in_ending: bool = False  # the job's ending transaction carried the state "idle" and the renewal
     _ending_success: bool = False  # within RQ's handle_job_success
+    _ending_execution: Execution | None = None  # the execution a success's ending removes
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -116,11 +117,16 @@ class ResizeWorker(SimpleWorker):
         ``endings``) and the worker's state "idle" and its renewal (cleanup_execution). RQ raises if that
         transaction fails (and ends the job as a failure, so it is retried or ended by ``on_failure``): past
         it, all of them went through, and what the job asked to run once its result is out runs now."""
-        self._ending_success = True
+        self._ending_success, self._ending_execution = True, None
         try:
             super().handle_job_success(job, queue, started_job_registry)
+        except BaseException:
+            # RQ forgot the execution before its ending was sent: the failure's cleanup must still remove it from
+            # the started registry, or RQ would find it there later, "abandoned", and run or end the job again.
+            self.execution = self._ending_execution
+            raise
         finally:
-            self._ending_success = False
+            self._ending_success, self._ending_execution = False, None
         self._idle_in_ending = True
         context().ending.done()
 
@@ -129,6 +135,8 @@ class ResizeWorker(SimpleWorker):
         shortened it), instead of a write of their own after it. The state is written to Redis only: to itself
         the worker stays busy until the ending is sent, so that a SIGTERM meanwhile waits for the job (RQ's
         handler stops at once unless the worker is busy)."""
+        if self._ending_success:  # (again, after a WatchError: RQ set the execution to None the first time)
+            self.execution = self._ending_execution = self.execution or self._ending_execution
         super().cleanup_execution(job, pipeline)
         if self._ending_success:
             context().ending.queue(pipeline)

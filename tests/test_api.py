@@ -56,6 +56,34 @@ def test_status_maps_rq_states(client, fake_redis):
     assert body["status"] == "FAILURE" and body["error"] == {"code": "corrupt_image", "message": "broken"}
 
 
+def test_a_job_rq_failed_whose_success_is_in_storage_reports_the_success(client, s3, fake_redis, monkeypatch):
+    """A success whose ending (the transaction that publishes it) failed on the last attempt: RQ says failed,
+    with an earlier attempt's error noted, while storage holds the success. Storage out: RQ's error it is."""
+    from resizer.errors import StorageUnavailable
+    from resizer.storage import Storage
+
+    token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
+    job = Job.fetch(token, connection=fake_redis)
+    job.meta["error"] = {"code": "storage_unavailable", "message": "an earlier attempt's"}
+    job.save_meta()
+    job.set_status("failed")
+    success = {"status": "SUCCESS", "created_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+               "variants": {"default": {"key": output_key("public", token, "default", "jpg"), "width": 100,
+                                        "height": 100, "format": "jpeg", "bytes": 10}}}
+    s3.put(manifest_key("public", token), json.dumps(success).encode(), "application/json")
+    body = client.get(f"/api/v1/resize/{token}").get_json()
+    assert body["status"] == "SUCCESS" and body["variants"]["default"]["width"] == 100
+
+    def out(*args, **kwargs):
+        raise StorageUnavailable("Object storage is unreachable.")
+
+    monkeypatch.setattr(Storage, "get", out)
+    monkeypatch.setattr(Storage, "list", out)
+    r = client.get(f"/api/v1/resize/{token}")
+    assert r.status_code == 200 and r.get_json()["status"] == "FAILURE"
+    assert r.get_json()["error"]["message"] == "an earlier attempt's"
+
+
 def test_a_failed_job_without_an_error_reports_worker_lost(client, fake_redis):
     token = post_json(client, {"imageData": ORIGINAL_PNG_B64}).get_json()["token"]
     Job.fetch(token, connection=fake_redis).set_status("failed")

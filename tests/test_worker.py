@@ -394,16 +394,19 @@ def test_a_successs_result_goes_out_in_rqs_ending_of_the_job_not_in_a_write_of_i
     assert resizing.reaper.pending() == 2  # the originals (in storage) go once each job has ended
 
 
-def test_what_follows_a_successs_ending_runs_after_it(real_redis, resizing, counted):
+def test_a_successs_webhook_is_queued_in_its_ending(real_redis, resizing, counted):
+    """With the result, in RQ's ending of the job: never a job finished whose webhook a crash could lose."""
     from resizer import records, webhooks
 
     token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
     work(real_redis)
-    ending = next(i for i, trip in enumerate(counted) if "ZADD rq:finished:t" in " | ".join(trip))
-    webhook = next(i for i, trip in enumerate(counted) if f"rq:job:webhook-{token}" in " | ".join(trip))
-    assert webhook > ending  # the delivery finds the job's result published
-    assert real_redis.llen(f"rq:queue:{webhooks.queue_name(resizing.settings)}") == 1
+    queued = [trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]
+    assert len(queued) == 1 and "ZADD rq:finished:t" in " | ".join(queued[0])
+    assert f"SET {records.RESULT_PREFIX}{token}" in " | ".join(queued[0])
+    assert real_redis.lrange(f"rq:queue:{webhooks.queue_name(resizing.settings)}", 0, -1) == [
+        f"webhook-{token}".encode()]
     assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+    assert resizing.reaper.pending() == 1  # what follows the ending: the original (in storage) goes
 
 
 def test_a_success_whose_ending_fails_is_run_again_and_published_once(real_redis, resizing, counted, monkeypatch):
@@ -433,6 +436,9 @@ def test_a_success_whose_ending_fails_is_run_again_and_published_once(real_redis
     assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"1"}
     webhook_queued = [trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]
     assert len(webhook_queued) == 1 and resizing.reaper.pending() == 1
+    # the failed ending's execution was removed by the failure's cleanup: nothing left for RQ to find
+    # "abandoned" later and run again
+    assert real_redis.zcard("rq:wip:t") == 0 and not real_redis.keys("rq:execution:*")
 
 
 def test_a_success_whose_ending_fails_on_the_last_attempt_is_published_by_the_safety_net(real_redis, resizing,
@@ -458,9 +464,10 @@ def test_a_success_whose_ending_fails_on_the_last_attempt_is_published_by_the_sa
     assert real_redis.llen(records.DONE_PREFIX + token) == 1
     assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"1"}
     assert len([trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]) == 1
+    assert real_redis.zcard("rq:wip:t") == 0 and not real_redis.keys("rq:execution:*")
 
 
-def test_a_job_run_outside_a_worker_publishes_by_itself(resizing):
+def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(resizing):
     assert resizing.join_ending(lambda pipe: None, lambda: None) is False  # no job's ending is open
     ending = resizing.ending
     ran = []
