@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from rq.executions import Execution
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, _job_stack
 from rq.queue import Queue
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now as rq_now
@@ -42,7 +42,21 @@ log = logging.getLogger("resizer.worker")
 _monotonic = time.monotonic  # the renewal clock (a fake one in the tests)
 
 
+class ResizeJob(Job):
+    """RQ's job, whose ``perform`` does not send a PERSIST of the job's key of its own: the worker's start
+    transaction carries it (``ResizeWorker.prepare_job_execution``), one round trip less a job."""
+
+    def perform(self):  # RQ's, without `self.connection.persist(self.key)` (guarded by test_worker)
+        _job_stack.push(self)
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()
+        return self._result
+
+
 class ResizeWorker(SimpleWorker):
+    job_class = ResizeJob
     heartbeat_interval: int = 5
     dead_after: int = 20
     reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
@@ -53,6 +67,7 @@ class ResizeWorker(SimpleWorker):
     _idle_in_ending: bool = False  # the job's ending transaction carried the state "idle" and the renewal
     _ending_success: bool = False  # within RQ's handle_job_success
     _ending_execution: Execution | None = None  # the execution a success's ending removes
+    _suspended_at_ending: bool = False  # `rq suspend` in force when the last success's ending was sent
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -98,10 +113,10 @@ class ResizeWorker(SimpleWorker):
             beat.join(timeout=self.heartbeat_interval + 5)
         # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
         if self._idle_in_ending:
-            # The success's ending set the state and renewed the key, and went through (see handle_job_success):
-            # only the check is left, a read (no fsync).
+            # The success's ending set the state, renewed the key and asked whether workers are suspended, and
+            # went through (see handle_job_success and cleanup_execution): nothing is left to send.
             self._state = WorkerStatus.IDLE
-            suspended = self.connection.exists(WORKERS_SUSPENDED)
+            suspended = self._suspended_at_ending
         else:  # a failure's ending, which RQ lets fail quietly: everything on its own
             with self.connection.pipeline(transaction=False) as pipe:
                 self.set_state(WorkerStatus.IDLE, pipe)
@@ -142,6 +157,21 @@ class ResizeWorker(SimpleWorker):
             context().ending.queue(pipeline)
             pipeline.hset(self.key, "state", WorkerStatus.IDLE)
             super().heartbeat(None, pipeline)
+            pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
+            self._read_suspension_from(pipeline)
+
+    def _read_suspension_from(self, pipeline) -> None:
+        """Keep the reply of the ending's last command (RQ sends the ending and ignores its replies)."""
+        if getattr(pipeline, "_resizer_reads_suspension", False):
+            return  # the ending is sent again after a WatchError: the same pipeline, already reading
+        send = pipeline.execute
+
+        def execute(*args, **kwargs):
+            replies = send(*args, **kwargs)
+            self._suspended_at_ending = bool(replies[-1])
+            return replies
+
+        pipeline.execute, pipeline._resizer_reads_suspension = execute, True
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's, with RQ's ``prepare_execution`` (the execution's record and the state "busy", a round trip that
@@ -156,6 +186,7 @@ class ResizeWorker(SimpleWorker):
             self.heartbeat(heartbeat_ttl, pipeline=pipeline)
             job.heartbeat(rq_now(), heartbeat_ttl, pipeline=pipeline)
             job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)  # RQ's Job.perform sends it alone; a job must not expire while it runs
             if remove_from_intermediate_queue:
                 pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
             pipeline.execute()

@@ -91,11 +91,17 @@ def test_the_state_is_written_only_when_it_changes(worker, real_redis):
 # -- a whole job ----------------------------------------------------------------------------------------------
 TRIPS: list[tuple] = []  # what the worker sent, one entry per round trip
 RAN: list[int] = []  # len(TRIPS) when each job ran
-AT_CHECK: list[tuple] = []  # the worker's state and its key's TTL in Redis when it asks whether it is suspended
+AT_DEQUEUE: list[tuple] = []  # the worker's state and its key's TTL in Redis when it dequeues
+TTL_IN_JOB: list[int] = []  # the running job's key's TTL, seen from inside the job
 
 
-def record_run(suspend: bool = False, fail: bool = False) -> None:
+def record_run(suspend: bool = False, fail: bool = False, probe_ttl: bool = False) -> None:
     RAN.append(len(TRIPS))
+    if probe_ttl:
+        from rq import get_current_job
+
+        job = get_current_job()
+        TTL_IN_JOB.append(job.connection.ttl(job.key))
     if fail:
         raise RuntimeError("this job fails")
     if suspend:  # as `rq suspend` does
@@ -112,15 +118,16 @@ def counted(real_redis, monkeypatch):
 
     TRIPS.clear()
     RAN.clear()
-    AT_CHECK.clear()
+    AT_DEQUEUE.clear()
+    TTL_IN_JOB.clear()
     send = redis.Redis.execute_command
     execute = redis.client.Pipeline.execute
     immediate = redis.client.Pipeline.immediate_execute_command
 
     def command(self, *args, **kw):
         TRIPS.append(tuple(map(str, args[:2])))
-        if args[:2] == ("EXISTS", "rq:suspended"):
-            AT_CHECK.append((send(self, "HGET", "rq:worker:burst", "state"), send(self, "TTL", "rq:worker:burst")))
+        if args[0] in ("LMOVE", "BLMOVE"):
+            AT_DEQUEUE.append((send(self, "HGET", "rq:worker:burst", "state"), send(self, "TTL", "rq:worker:burst")))
         return send(self, *args, **kw)
 
     monkeypatch.setattr(redis.Redis, "execute_command", command)
@@ -145,22 +152,39 @@ def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
     return w, queue
 
 
-def test_a_job_costs_the_worker_eight_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
-    """Dequeue, fetch, the start, RQ's PERSIST, WATCH and SMEMBERS of dependents, the ending (with the state
-    "idle" and the renewal), and the suspension check: 8, of which three write (the dequeue, the start, the
-    ending; PERSIST of a job without a TTL changes nothing). It was 13: the execution's record before the start,
-    the job's heartbeat after it ran, the state, a renewal and the suspension check each on their own, and one
-    more renewal before the dequeue. Where Redis keeps what it acknowledges, every write waits for an fsync."""
+def test_a_job_costs_the_worker_six_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
+    """WATCH and SMEMBERS of dependents, the ending (with the state "idle", the renewal and the `rq suspend`
+    check), the dequeue, the fetch and the start (with the PERSIST RQ's Job.perform sends alone): 6, of which
+    three write (the ending, the dequeue, the start). It was 13: the execution's record before the start, the
+    job's heartbeat after it ran, the state, a renewal, the suspension check and the PERSIST each on their own,
+    and one more renewal before the dequeue. Where Redis keeps what it acknowledges, every write waits for an
+    fsync, and every round trip for the fsync of the pass it is served in."""
     run_burst(real_redis, [{}] * 4)
     assert len(RAN) == 4
     for a, b in zip(RAN[1:], RAN[2:]):
         trips = counted[a:b]
         assert [trip[0].split()[0] for trip in trips] == [
-            "WATCH", "SMEMBERS", "HINCRBY", "EXISTS", "LMOVE", "HGETALL", "HSET", "PERSIST"], trips
-        reads = ("WATCH", "SMEMBERS", "EXISTS", "HGETALL", "PERSIST")  # PERSIST: the job has no TTL to remove
+            "WATCH", "SMEMBERS", "HINCRBY", "LMOVE", "HGETALL", "HSET"], trips
+        reads = ("WATCH", "SMEMBERS", "HGETALL")
         assert len([trip for trip in trips if trip[0].split()[0] not in reads]) == 3
-    queued = Queue("t", connection=real_redis).enqueue(f"{__name__}.record_run")
-    assert real_redis.ttl(queued.key) == -1  # what PERSIST finds: nothing to change, nothing to fsync
+
+
+def test_a_job_runs_with_its_key_persisted_by_its_start(real_redis, counted):
+    """RQ's Job.perform removes the job key's TTL (a job enqueued with one must not expire while it runs) in a
+    round trip of its own; here the start transaction does it."""
+    queue = Queue("t", connection=real_redis)
+    queue.enqueue(f"{__name__}.record_run", probe_ttl=True, ttl=300)
+    w = ResizeWorker([queue], connection=real_redis, name="burst", worker_ttl=30)
+    w.reconciles = False
+    try:
+        w.work(burst=True)
+    finally:
+        if w.pubsub is not None:
+            w.pubsub.close()
+    assert TTL_IN_JOB == [-1] and isinstance(w.job_class("x", connection=real_redis), worker_module.ResizeJob)
+    start = [trip for trip in counted if "LREM rq:queue:t:intermediate 1" in trip]
+    assert len(start) == 1 and any(c.startswith("PERSIST rq:job:") for c in start[0])
+    assert not [trip for trip in counted if trip[:1] == ("PERSIST",)]  # not on its own
 
 
 def test_a_job_starts_in_one_transaction_with_its_execution_record(real_redis, counted):
@@ -177,11 +201,11 @@ def test_after_a_job_the_worker_is_idle_with_its_full_ttl_in_the_jobs_ending(rea
     w, _ = run_burst(real_redis, [{}] * 2)
     between = counted[RAN[0]:RAN[1]]
     ending = [trip for trip in between if "ZADD rq:finished:t" in " | ".join(trip)]
-    assert len(ending) == 1 and ending[0][-3:] == (f"HSET {w.key} state", f"HSET {w.key} last_heartbeat",
-                                                   f"EXPIRE {w.key} 90")
+    assert len(ending) == 1 and ending[0][-4:] == (f"HSET {w.key} state", f"HSET {w.key} last_heartbeat",
+                                                   f"EXPIRE {w.key} 90", "EXISTS rq:suspended")
     assert any(c.startswith("HSET rq:job:") and c.endswith(" status") for c in ending[0])  # the job's own end
-    assert between[between.index(ending[0]) + 1] == ("EXISTS", "rq:suspended")  # a read, nothing else
-    state, ttl = AT_CHECK[0]  # in Redis, between the two jobs
+    assert between[between.index(ending[0]) + 1][0] == "LMOVE"  # the next dequeue, nothing in between
+    state, ttl = AT_DEQUEUE[1]  # in Redis, between the two jobs
     assert state == b"idle" and ttl > 20
 
 
@@ -217,8 +241,8 @@ def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted, f
     # the state "idle" and the renewal: in a success's ending; after a failure's, on their own (RQ lets a
     # failure's ending fail quietly)
     idle = [trip for trip in counted[RAN[0]:] if f"HSET {w.key} state" in trip]
-    assert len(idle) == 1 and f"EXPIRE {w.key} 90" in idle[0]
-    assert ("EXISTS rq:suspended" in idle[0]) == fail
+    assert len(idle) == 1 and f"EXPIRE {w.key} 90" in idle[0] and "EXISTS rq:suspended" in idle[0]
+    assert ("ZADD rq:finished:t" in " | ".join(idle[0])) != fail
 
 
 @pytest.mark.parametrize("resident_mb, limit_mb, jobs_run", [(101, 100, 1), (99, 100, 2), (10_000, 0, 2)])
@@ -302,6 +326,15 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     failed = perform[perform.find("except:"):]
     assert -1 < failed.find("job._status = JobStatus.FAILED") < failed.find("self.handle_execution_ended(") \
         < failed.find("job.execute_failure_callback(")
+    # ResizeJob.perform is RQ's without its PERSIST (the start sends it), and RQ dequeues with the worker's job
+    # class; the success's ending's replies: RQ sends it with pipeline.execute() (cleanup_execution reads them)
+    from rq.job import Job
+
+    assert statements(Job.perform) == [
+        "self.connection.persist(self.key)", "_job_stack.push(self)", "try:", "self._result = self._execute()",
+        "finally:", "assert self is _job_stack.pop()", "return self._result"]
+    assert "job_class=self.job_class" in inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
+    assert success.count("pipeline.execute()") == 1
     # a SIGTERM waits for the job only while the worker is busy: it stays busy to itself until its ending is sent
     assert "if self.get_state() == WorkerStatus.BUSY:" in inspect.getsource(BaseWorker._shutdown)
     # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
