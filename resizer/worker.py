@@ -44,7 +44,8 @@ _monotonic = time.monotonic  # the renewal clock (a fake one in the tests)
 
 class ResizeJob(Job):
     """RQ's job, whose ``perform`` does not send a PERSIST of the job's key of its own: the worker's start
-    transaction carries it (``ResizeWorker.prepare_job_execution``), one round trip less a job."""
+    transaction carries it (``ResizeWorker.prepare_job_execution``), one round trip less a job.  Only for
+    ``ResizeWorker`` (the service never runs jobs any other way, e.g. on a synchronous queue)."""
 
     def perform(self):  # RQ's, without `self.connection.persist(self.key)` (guarded by test_worker)
         _job_stack.push(self)
@@ -67,7 +68,8 @@ class ResizeWorker(SimpleWorker):
     _idle_in_ending: bool = False  # the job's ending transaction carried the state "idle" and the renewal
     _ending_success: bool = False  # within RQ's handle_job_success
     _ending_execution: Execution | None = None  # the execution a success's ending removes
-    _suspended_at_ending: bool = False  # `rq suspend` in force when the last success's ending was sent
+    _suspended_at_ending: bool = True  # `rq suspend` in force when the last success's ending was sent
+    _suspension_read_at: float = -1.0  # monotonic time of that reply
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -103,6 +105,7 @@ class ResizeWorker(SimpleWorker):
         beat = threading.Thread(target=self._beat, args=(job, done), name="heartbeat", daemon=True)
         beat.start()
         self._idle_in_ending = False
+        self._suspended_at_ending = True  # until the ending's reply says otherwise: no reply, RQ's own check
         joined = context().ending
         joined.open()
         try:
@@ -116,15 +119,16 @@ class ResizeWorker(SimpleWorker):
             # The success's ending set the state, renewed the key and asked whether workers are suspended, and
             # went through (see handle_job_success and cleanup_execution): nothing is left to send.
             self._state = WorkerStatus.IDLE
-            suspended = self._suspended_at_ending
+            suspended, checked = self._suspended_at_ending, self._suspension_read_at
         else:  # a failure's ending, which RQ lets fail quietly: everything on its own
             with self.connection.pipeline(transaction=False) as pipe:
                 self.set_state(WorkerStatus.IDLE, pipe)
                 super().heartbeat(None, pipe)  # the job's start shortened the key's TTL: the full one again
                 pipe.exists(WORKERS_SUSPENDED)
                 suspended = pipe.execute()[-1]
+            checked = _monotonic()
         self._renewed = _monotonic()
-        self._not_suspended = -1.0 if suspended else self._renewed
+        self._not_suspended = -1.0 if suspended else checked  # when it was asked: the skip window starts there
         self._retire_if_grown(job)
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
@@ -168,7 +172,7 @@ class ResizeWorker(SimpleWorker):
 
         def execute(*args, **kwargs):
             replies = send(*args, **kwargs)
-            self._suspended_at_ending = bool(replies[-1])
+            self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
             return replies
 
         pipeline.execute, pipeline._resizer_reads_suspension = execute, True

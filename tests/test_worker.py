@@ -228,6 +228,13 @@ def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(re
     assert len(RAN) == 1 and queue.count == 1
 
 
+def test_without_the_endings_reply_the_worker_asks_for_a_suspension_itself(real_redis, counted, monkeypatch):
+    """Fail-safe: if the ending's reply was not read (RQ sent it some other way), RQ's own check runs."""
+    monkeypatch.setattr(ResizeWorker, "_read_suspension_from", lambda self, pipeline: None)
+    _, queue = run_burst(real_redis, [{"suspend": True}, {}])
+    assert len(RAN) == 1 and queue.count == 1  # it stopped before the next job
+
+
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_jobs_last_heartbeat_goes_out_with_its_ending(real_redis, counted, fail):
     from rq.job import Job
