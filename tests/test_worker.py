@@ -138,18 +138,24 @@ def counted(real_redis, monkeypatch):
     return TRIPS
 
 
-def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
-    queue = Queue("t", connection=real_redis)
-    for kwargs in jobs:
-        queue.enqueue(f"{__name__}.record_run", **kwargs)  # this very module (its lists)
-    w = ResizeWorker([queue], connection=real_redis, name="burst", worker_ttl=30)
+def work(real_redis) -> ResizeWorker:
+    """A worker on queue "t" that runs what is queued, then stops."""
+    w = ResizeWorker([Queue("t", connection=real_redis)], connection=real_redis, name="burst", worker_ttl=30)
     w.reconciles = False
     try:
         w.work(burst=True)
     finally:
         if w.pubsub is not None:  # RQ unsubscribes but leaves its connection open
             w.pubsub.close()
-    return w, queue
+    return w
+
+
+def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
+    """``jobs``: each one's keyword arguments to ``record_run`` (and to RQ's enqueue, e.g. ``ttl``)."""
+    queue = Queue("t", connection=real_redis)
+    for kwargs in jobs:
+        queue.enqueue(f"{__name__}.record_run", **kwargs)  # this very module (its lists)
+    return work(real_redis), queue
 
 
 def test_a_job_costs_the_worker_six_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
@@ -172,15 +178,7 @@ def test_a_job_costs_the_worker_six_round_trips_of_rqs_bookkeeping_three_of_them
 def test_a_job_runs_with_its_key_persisted_by_its_start(real_redis, counted):
     """RQ's Job.perform removes the job key's TTL (a job enqueued with one must not expire while it runs) in a
     round trip of its own; here the start transaction does it."""
-    queue = Queue("t", connection=real_redis)
-    queue.enqueue(f"{__name__}.record_run", probe_ttl=True, ttl=300)
-    w = ResizeWorker([queue], connection=real_redis, name="burst", worker_ttl=30)
-    w.reconciles = False
-    try:
-        w.work(burst=True)
-    finally:
-        if w.pubsub is not None:
-            w.pubsub.close()
+    w, _ = run_burst(real_redis, [{"probe_ttl": True, "ttl": 300}])
     assert TTL_IN_JOB == [-1] and isinstance(w.job_class("x", connection=real_redis), worker_module.ResizeJob)
     start = [trip for trip in counted if "LREM rq:queue:t:intermediate 1" in trip]
     assert len(start) == 1 and any(c.startswith("PERSIST rq:job:") for c in start[0])
@@ -398,17 +396,6 @@ def queue_resizes(real_redis, ctx, count: int = 1, callback: str | None = None, 
                                                   on_failure=Callback(ON_FAILURE))  # as enqueue_resize does
         tokens.append(token)
     return tokens
-
-
-def work(real_redis) -> ResizeWorker:
-    w = ResizeWorker([Queue("t", connection=real_redis)], connection=real_redis, name="burst", worker_ttl=30)
-    w.reconciles = False
-    try:
-        w.work(burst=True)
-    finally:
-        if w.pubsub is not None:
-            w.pubsub.close()
-    return w
 
 
 def test_a_successs_result_goes_out_in_rqs_ending_of_the_job_not_in_a_write_of_its_own(real_redis, resizing,
