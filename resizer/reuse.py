@@ -91,19 +91,40 @@ def release_follower(queue: Queue, token: str) -> bool:
     """Queue a follower that waits on a job that has already ended (or is gone): True if it was stuck.
 
     RQ defers a job whose dependency ended in failure between the check and the enqueue,
-    and never queues it; nor does it if queueing the dependents failed.  Called after a
+    and never queues it; nor is it queued if the worker that ended the job died before
+    queueing its dependents (which it does just after the job's ending, see
+    ``ResizeWorker.handle_job_success``), or queueing them failed.  Called after a
     follower is queued, and by the reconciler for every deferred job.
+
+    One transaction, watching the follower and the set of its job's dependents: RQ's
+    ``enqueue_dependents`` removes it from that set when it queues it, and this does too,
+    so when both run at once one of them finds the other's change and backs off: the
+    follower is queued once.
     """
-    job = Job.fetch(token, connection=queue.connection) if queue.connection.exists(Job.key_for(token)) else None
-    if job is None or job.get_status(refresh=False) != JobStatus.DEFERRED or not job.meta.get("follows"):
-        return False
-    state = queue.connection.hget(Job.key_for(job.meta["follows"]), "status")
-    if state is not None and state.decode() not in ENDED:
-        return False  # still running: RQ queues it when it ends
-    job._dependency_ids = []  # noqa: SLF001 - the dependency has ended; run it now
-    queue.deferred_job_registry.remove(job)
-    job.set_status(JobStatus.QUEUED)
-    queue.enqueue_job(job)
+    connection = queue.connection
+    key = Job.key_for(token)
+    with connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                job = Job.fetch(token, connection=connection) if pipe.exists(key) else None
+                if job is None or job.get_status(refresh=False) != JobStatus.DEFERRED or not job.meta.get("follows"):
+                    return False
+                follows = job.meta["follows"]
+                pipe.watch(Job.dependents_key_for(follows))
+                state = pipe.hget(Job.key_for(follows), "status")
+                if state is not None and state.decode() not in ENDED:
+                    return False  # still running: it is queued when that job ends
+                pipe.multi()
+                job._dependency_ids = []  # noqa: SLF001 - the dependency has ended; run it now
+                queue.deferred_job_registry.remove(job, pipeline=pipe)
+                pipe.srem(Job.dependents_key_for(follows), token)
+                job.set_status(JobStatus.QUEUED, pipeline=pipe)
+                queue.enqueue_job(job, pipeline=pipe)
+                pipe.execute()
+                break
+            except redis.exceptions.WatchError:
+                continue  # changed meanwhile (queued by the job's ending, say): look again
     log.info("job %s: the job it follows has ended; queued it", token)
     return True
 

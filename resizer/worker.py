@@ -24,12 +24,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import redis
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus, _job_stack
 from rq.queue import Queue
 from rq.suspension import WORKERS_SUSPENDED
-from rq.utils import as_text, get_version
+from rq.utils import as_text, backend_class, get_version
 from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, WorkerStatus
 
@@ -61,7 +63,8 @@ class ResizeJob(Job):
 
 # The job taken off the queue and read in one round trip (RQ: an LMOVE, then an HGETALL). Keys: the queue and
 # its intermediate list (RQ's: a job taken but not yet started waits there, so a worker that dies meanwhile
-# loses nothing); ARGV: the jobs' key prefix.
+# loses nothing); ARGV: the jobs' key prefix. The job's key is not declared (it is known only once taken):
+# fine on a standalone Redis, which RQ needs anyway (its transactions span keys of many slots).
 _TAKE = """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
 if not id then return false end
@@ -78,7 +81,7 @@ class ResizeQueue(Queue):
     def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None, death_penalty_class=None):
         queues = list(queues)
         if len(queues) == 1 and get_version(connection) >= (6, 2, 0):  # RQ's own condition for its LMOVE
-            job_cls = job_class or cls.job_class
+            job_cls = backend_class(cls, "job_class", override=job_class)
             take = connection.register_script(_TAKE)  # a local object: EVALSHA, loaded again on NOSCRIPT
             while reply := take(keys=[queues[0].key, IntermediateQueue.get_intermediate_queue_key(queues[0].key)],
                                 args=[job_cls.redis_job_namespace_prefix]):
@@ -90,6 +93,8 @@ class ResizeQueue(Queue):
                 job = job_cls(job_id, connection=connection, serializer=serializer)
                 try:
                     job.restore(dict(zip(fields[::2], fields[1::2])))
+                except NoSuchJobError:
+                    continue  # a hash without the job's data in it (RQ passes over it too)
                 except Exception as e:  # as RQ's dequeue_any: the job and queue ride on the error
                     e.job_id, e.queue = job_id, queue  # type: ignore[attr-defined]
                     raise
@@ -188,50 +193,69 @@ class ResizeWorker(SimpleWorker):
         Here the transaction reads them itself, atomically with the job's "finished": a job queued later as a
         dependent sees the job finished and is queued at once by RQ, and one found here (only a follower of
         identical work has any, see ``reuse``) is queued by RQ's own ``enqueue_dependents`` right after; should
-        this process die in between, the reconciler releases it (``reuse.release_follower``).
+        this process die in between, the reconciler releases it (``reuse.release_follower``, which and RQ's
+        queue it once between them). A job kept for no time (result TTL 0) is deleted by its ending with its
+        set of dependents, so for one its dependents are read and queued first, as RQ does.
 
         If the transaction fails, RQ ends the job as a failure (retried, or ended by ``on_failure``): the state
         stays "busy" to itself and the execution is left for the failure's cleanup to remove, or RQ would find
         it in the started registry later, "abandoned", and run or end the job again."""
         execution = self.execution
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
         try:
             with self.connection.pipeline() as pipeline:
-                pipeline.multi()  # explicit, as after RQ's WATCH: an enqueue joined to it (a webhook) expects it
-                pipeline.smembers(job.dependents_key)
-                self.increment_successful_job_count(pipeline=pipeline)
-                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
-                result_ttl = job.get_result_ttl(self.default_result_ttl)
-                if result_ttl != 0:
-                    job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
-                                        execution_id=execution.id if execution else None,
-                                        execution_started_at=execution.created_at if execution else None,
-                                        execution_ended_at=job.ended_at)
-                if job.repeats_left is not None and job.repeats_left > 0:
-                    from rq.repeat import Repeat
-
-                    Repeat.schedule(job, queue, pipeline=pipeline)
-                else:
-                    job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
-                self.cleanup_execution(job, pipeline=pipeline)
-                context().ending.queue(pipeline)
-                pipeline.hset(self.key, "state", WorkerStatus.IDLE)
-                super().heartbeat(None, pipeline)
-                pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
-                replies = self._send_ending(pipeline)
+                while True:
+                    try:
+                        if result_ttl == 0:  # RQ's way
+                            pipeline.watch(job.dependents_key)
+                            queue.enqueue_dependents(job, pipeline=pipeline)
+                        if not pipeline.explicit_transaction:
+                            pipeline.multi()  # an enqueue joined to the ending (a webhook) expects it explicit
+                        pipeline.smembers(job.dependents_key)
+                        self._queue_ending(job, queue, pipeline, execution, result_ttl)
+                        replies = self._send_ending(pipeline)
+                        break
+                    except redis.exceptions.WatchError:
+                        pipeline.reset()
         except BaseException:
             self.execution = execution
             raise
         self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
         self._idle_in_ending = True
-        self.log.info("Successfully completed %s in %ss on worker %s",  # RQ's line
-                      f"{job.description} job" if self.log_job_description else f"job {job.id}",
-                      job.ended_at - job.started_at, self.name)
-        if replies[0]:
+        time_taken = job.ended_at - job.started_at
+        if self.log_job_description:  # RQ's lines
+            self.log.info("Successfully completed %s job in %ss on worker %s", job.description, time_taken, self.name)
+        else:
+            self.log.info("Successfully completed job %s in %ss on worker %s", job.id, time_taken, self.name)
+        context().ending.done()
+        if replies[0] and result_ttl != 0:
             try:
                 queue.enqueue_dependents(job)
             except Exception as exc:  # the job has ended: the reconciler queues its dependents
                 log.warning("job %s: its dependents were not queued (the reconciler will): %s", job.id, exc)
-        context().ending.done()
+
+    def _queue_ending(self, job: Job, queue: Queue, pipeline, execution: Execution | None, result_ttl: int) -> None:
+        """RQ's commands of a success's ending (handle_job_success's), then ours."""
+        self.increment_successful_job_count(pipeline=pipeline)
+        self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+        if result_ttl != 0:
+            job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
+                                execution_id=execution.id if execution else None,
+                                execution_started_at=execution.created_at if execution else None,
+                                execution_ended_at=job.ended_at)
+        if job.repeats_left is not None and job.repeats_left > 0:
+            from rq.repeat import Repeat
+
+            self.log.info("Worker %s: job %s scheduled to repeat (%s left)", self.name, job.id, job.repeats_left)
+            Repeat.schedule(job, queue, pipeline=pipeline)
+        else:
+            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+        self.execution = execution  # (again, after a WatchError: RQ's cleanup forgets it)
+        self.cleanup_execution(job, pipeline=pipeline)
+        context().ending.queue(pipeline)
+        pipeline.hset(self.key, "state", WorkerStatus.IDLE)
+        super().heartbeat(None, pipeline)
+        pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
 
     def _send_ending(self, pipeline) -> list:
         return pipeline.execute()
@@ -341,7 +365,7 @@ Commands = Callable[[object], None]  # queues Redis commands on the pipeline it 
 
 
 class JobEnding:
-    """The transaction in which RQ ends the job the worker runs (``ResizeWorker.handle_job_success``), which a
+    """The transaction in which the worker ends the job it runs (``ResizeWorker.handle_job_success``), which a
     job's success may join: its result then needs no write of its own (each write waits for Redis's fsync
     where Redis keeps what it acknowledges), and it is published exactly when RQ marks the job finished.
 
@@ -394,10 +418,11 @@ class WorkerContext:
     original: tuple[str, bytes | None] | None = None  # (job id, what its start read from Redis) while it runs
 
     def original_read_at_start(self, token: str) -> bytes | None | object:
-        """What the running job's start read of its original in Redis (None: it was not there), or
-        ``originals.NOT_READ`` if it did not read it."""
+        """What the running job's start read of its original in Redis (None: it was not there), once, or
+        ``originals.NOT_READ`` if it did not read it (or handed it over already)."""
         if self.original is not None and self.original[0] == token:
-            return self.original[1]
+            read, self.original = self.original[1], None  # handed over once: not held twice through the job
+            return read
         return originals.NOT_READ
 
     def join_ending(self, commands: Commands, after: Callable[[], None]) -> bool:

@@ -55,6 +55,48 @@ def test_the_reconciler_frees_followers_whose_first_job_is_gone(real_redis, redi
     assert queue.fetch_job(FOLLOWER).get_status() == JobStatus.QUEUED
 
 
+def finished_with_its_follower_deferred(real_redis, redis_server) -> Queue:
+    """FIRST finished by a worker whose ending has not queued FOLLOWER yet (it does so just after)."""
+    _, queue = first_and_follower(real_redis, redis_server, JobStatus.STARTED)
+    real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.FINISHED)
+    assert real_redis.smembers(f"rq:job:{FIRST}:dependents") == {FOLLOWER.encode()}
+    return queue
+
+
+def test_a_follower_released_before_its_jobs_ending_queues_it_is_queued_once(real_redis, redis_server):
+    queue = finished_with_its_follower_deferred(real_redis, redis_server)
+    assert reuse.release_follower(queue, FOLLOWER)
+    queue.enqueue_dependents(queue.fetch_job(FIRST))  # what the worker runs after the ending
+    assert queue.job_ids.count(FOLLOWER) == 1
+
+
+def test_a_follower_queued_by_its_jobs_ending_is_not_released_again(real_redis, redis_server):
+    queue = finished_with_its_follower_deferred(real_redis, redis_server)
+    queue.enqueue_dependents(queue.fetch_job(FIRST))
+    assert not reuse.release_follower(queue, FOLLOWER)
+    assert queue.job_ids.count(FOLLOWER) == 1
+
+
+def test_a_follower_queued_by_its_jobs_ending_while_it_is_released_is_queued_once(real_redis, redis_server,
+                                                                                  monkeypatch):
+    """The two at once: the ending's enqueue_dependents lands between the release's reads and its write."""
+    from rq.job import Job
+
+    queue = finished_with_its_follower_deferred(real_redis, redis_server)
+    fetch, raced = Job.fetch, []
+
+    def fetch_then_race(job_id, connection=None, serializer=None):
+        job = fetch(job_id, connection=connection, serializer=serializer)
+        if job_id == FOLLOWER and not raced:
+            raced.append(1)
+            queue.enqueue_dependents(fetch(FIRST, connection=connection))
+        return job
+
+    monkeypatch.setattr(Job, "fetch", staticmethod(fetch_then_race))
+    assert not reuse.release_follower(queue, FOLLOWER)  # it looked again and found it queued
+    assert raced and queue.job_ids.count(FOLLOWER) == 1
+
+
 def test_only_one_of_two_submits_takes_a_claim_over(real_redis):
     real_redis.set(reuse.PREFIX + "print", "gone-token")
     first = reuse.take_over(real_redis, "print", "gone-token", "t1", 60)

@@ -130,6 +130,7 @@ def counted(real_redis, monkeypatch):
             AT_DEQUEUE.append((send(self, "HGET", "rq:worker:burst", "state"), send(self, "TTL", "rq:worker:burst")))
         return send(self, *args, **kw)
 
+    real_redis.script_load(worker_module._TAKE)  # as in a running worker: no NOSCRIPT retry among the trips
     monkeypatch.setattr(redis.Redis, "execute_command", command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *a, **kw: TRIPS.append(
         tuple(" ".join(map(str, c[0][:3])) for c in pipe.command_stack)) or execute(pipe, *a, **kw))
@@ -349,7 +350,7 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert -1 < failed.find("job._status = JobStatus.FAILED") < failed.find("self.handle_execution_ended(") \
         < failed.find("job.execute_failure_callback(")
     # ResizeJob.perform is RQ's without its PERSIST (the start sends it), and RQ dequeues with the worker's job
-    # class; the success's ending's replies: RQ sends it with pipeline.execute() (cleanup_execution reads them)
+    # class
     from rq.job import Job
 
     assert statements(Job.perform) == [
@@ -366,7 +367,7 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert -1 < work.find("if self._stop_requested:") < work.find("self.dequeue_job_and_maintain_ttl(")
 
 
-# -- a real resize job: its success is published in RQ's ending of the job ------------------------------------
+# -- a real resize job: its success is published in the worker's ending of the job --------------------------------
 TENANT = "acme"
 
 
@@ -441,7 +442,7 @@ def test_a_successs_result_goes_out_in_rqs_ending_of_the_job_not_in_a_write_of_i
 
 
 def test_a_successs_webhook_is_queued_in_its_ending(real_redis, resizing, counted):
-    """With the result, in RQ's ending of the job: never a job finished whose webhook a crash could lose."""
+    """With the result, in the job's ending: never a job finished whose webhook a crash could lose."""
     from resizer import records, webhooks
 
     token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
@@ -514,7 +515,7 @@ def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(re
     ending.open()
     assert resizing.join_ending(lambda pipe: ran.append("queued"), lambda: ran.append("after"))
     ending.queue(None)
-    ending.queue(None)  # RQ sends its ending again after a WatchError: queued again each time
+    ending.queue(None)  # an ending sent again after a WatchError (result TTL 0): queued again each time
     ending.done()
     ending.done()
     assert ran == ["queued", "queued", "after"]  # what follows runs once
@@ -540,8 +541,7 @@ def test_a_waiting_job_is_taken_and_read_in_one_round_trip_as_rq_takes_it(real_r
     queue.enqueue(f"{__name__}.record_run")
     TRIPS.clear()
     job, got = worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
-    assert [trip[0] for trip in counted[-1:]] == ["EVALSHA"] and len(
-        [trip for trip in counted if trip[0] != "SCRIPT"]) <= 2  # once more only if Redis did not know the script
+    assert [trip[0] for trip in counted] == ["EVALSHA"]
     assert job.id == first.id and job.meta == {"tenant": "acme"} and job.func_name == f"{__name__}.record_run"
     assert job.to_dict() == Job.fetch(first.id, connection=real_redis).to_dict()  # the same job as RQ's fetch
     assert got.name == "t" and queue.count == 1
@@ -590,13 +590,6 @@ def test_with_nothing_waiting_the_dequeue_blocks_in_redis_until_a_job_comes(real
     assert got and got[0][0].id == queued.id
 
 
-def test_in_burst_an_empty_queue_ends_the_dequeue(real_redis):
-    from rq.job import Job
-
-    assert worker_module.ResizeQueue.dequeue_any([Queue("t", connection=real_redis)], None, connection=real_redis,
-                                                 job_class=Job) is None
-
-
 # -- dependents: read inside the ending, queued after it ------------------------------------------------------
 def test_a_dependent_is_read_in_the_ending_and_queued_after_it(real_redis, counted):
     """No WATCH and SMEMBERS before the ending: the ending reads the dependents itself, atomically with the
@@ -618,8 +611,6 @@ def test_a_dependent_left_deferred_by_a_failed_queueing_is_released_by_the_recon
                                                                                       monkeypatch, caplog):
     from rq.registry import DeferredJobRegistry
 
-    from resizer import reuse
-
     queue = Queue("t", connection=real_redis)
     first = queue.enqueue(f"{__name__}.record_run")
     then = queue.enqueue(f"{__name__}.record_run", depends_on=first, meta={"follows": first.id})
@@ -632,7 +623,13 @@ def test_a_dependent_left_deferred_by_a_failed_queueing_is_released_by_the_recon
     assert len(RAN) == 1 and queue.finished_job_registry.get_job_ids() == [first.id]
     assert "its dependents were not queued" in caplog.text
     assert DeferredJobRegistry("t", connection=real_redis).get_job_ids() == [then.id]
-    assert reuse.release_follower(queue, then.id) and queue.get_job_ids() == [then.id]  # what reconcile runs
+    from resizer.reconcile import reconcile
+    from settings import Settings
+
+    from fakes import FakeStorage
+
+    reconcile(real_redis, FakeStorage(), Settings.from_env({"APP_ENV": "testing", "QUEUE_NAME": "t"}), force=True)
+    assert queue.get_job_ids() == [then.id] and queue.fetch_job(then.id).get_status() == "queued"
 
 
 def test_a_dependent_queued_after_the_ending_is_queued_at_once(real_redis):
@@ -670,11 +667,21 @@ def queue_resize_from_redis(real_redis, ctx, in_storage_too: bool = False) -> st
     return token
 
 
-def test_an_original_in_redis_is_read_with_the_jobs_start_not_on_its_own(real_redis, resizing, counted):
+def test_an_original_in_redis_is_read_with_the_jobs_start_not_on_its_own(real_redis, resizing, counted,
+                                                                         monkeypatch):
     from resizer import originals, records
 
     token = queue_resize_from_redis(real_redis, resizing)
+    fetch, held_while_resizing = originals.fetch, []
+
+    def fetch_and_look(*args, **kwargs):
+        found = fetch(*args, **kwargs)
+        held_while_resizing.append(resizing.original)
+        return found
+
+    monkeypatch.setattr(originals, "fetch", fetch_and_look)
     work(real_redis)
+    assert held_while_resizing == [None]  # handed over: the context does not hold a second copy meanwhile
     key = originals.REDIS_PREFIX + token
     start = [trip for trip in counted if "LREM rq:queue:t:intermediate 1" in trip]
     assert len(start) == 1 and start[0][-1] == f"GET {key}"
@@ -705,3 +712,58 @@ def test_a_job_is_handed_only_its_own_original(resizing):
     assert resizing.original_read_at_start("b") is originals.NOT_READ
     resizing.original = ("a", None)
     assert resizing.original_read_at_start("a") is None  # read: it was not there
+
+
+def test_a_waiting_job_without_its_data_is_passed_over(real_redis):
+    """A hash with no job in it (a status written on an expired key, say): RQ skips it, and so does this."""
+    from rq.job import Job
+
+    queue = Queue("t", connection=real_redis)
+    hollow, kept = queue.enqueue(f"{__name__}.record_run"), queue.enqueue(f"{__name__}.record_run")
+    real_redis.hdel(hollow.key, "data")
+    job, _ = worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
+    assert job.id == kept.id
+
+
+def test_a_job_kept_for_no_time_still_has_its_dependents_queued(real_redis, counted):
+    """Result TTL 0: the ending deletes the job and its set of dependents, so they are read and queued first,
+    as RQ does."""
+    queue = Queue("t", connection=real_redis)
+    first = queue.enqueue(f"{__name__}.record_run", result_ttl=0)
+    queue.enqueue(f"{__name__}.record_run", depends_on=first)
+    work(real_redis)
+    assert len(RAN) == 2 and not real_redis.exists(first.key)
+
+
+def test_the_original_read_at_the_start_is_not_held_past_a_failed_job_and_is_read_again_on_retry(
+        real_redis, resizing, counted, monkeypatch):
+    from rq import Retry
+
+    from resizer import originals, records, tasks
+
+    token = queue_resize_from_redis(real_redis, resizing)
+    Queue("t", connection=real_redis).fetch_job(token).retries_left = None
+    job = Queue("t", connection=real_redis).fetch_job(token)
+    job.retries_left, job.retry_intervals = 1, [0]
+    job.save()
+    held, resize = [], tasks._resize
+
+    def first_run_fails(ctx, job, *args):
+        held.append(ctx.original)
+        if len(held) == 1:
+            ctx.original_read_at_start(job.id)  # taken, then the job fails (storage down, say)
+            raise tasks.ServiceUnavailable("storage is down")
+        return resize(ctx, job, *args)
+
+    monkeypatch.setattr(tasks, "_resize", first_run_fails)
+    w = ResizeWorker([Queue("t", connection=real_redis)], connection=real_redis, name="burst", worker_ttl=30)
+    w.reconciles = False
+    w.work(burst=True)  # the retry is scheduled for later: a second pass takes it
+    w.work(burst=True)
+    if w.pubsub is not None:
+        w.pubsub.close()
+    assert len(held) == 2 and all(h is not None and h[0] == token for h in held)  # read at each start
+    assert resizing.original is None
+    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
+    starts = [trip for trip in counted if f"GET {originals.REDIS_PREFIX}{token}" in trip]
+    assert len(starts) == 2
