@@ -9,9 +9,8 @@ attempt and a worker lost on the last attempt all end here, in the same order:
 4. the completion webhook, queued (delivered by its own worker);
 5. the original, handed to the reaper (no attempt will need it again).
 
-In a worker, a success's publishing (2, with the metric and 4) goes out in the
-worker's ending of the job (RQ's, rewritten: ``ResizeWorker.handle_job_success``),
-one transaction (``worker.JobEnding``), and 5 follows it.
+In a worker, a success's publishing (2, with the metric and 4) goes out in RQ's
+own ending of the job, one transaction (``worker.JobEnding``), and 5 follows it.
 
 A success whose durable record cannot be written has not ended: the error
 propagates and the job is retried (outputs are idempotent).  A failure is
@@ -49,7 +48,7 @@ class Recorder(Protocol):
     def join_ending(self, commands: Callable[[Any], None], after: Callable[[], None]) -> bool:
         """Queue ``commands`` (Redis commands, on the pipeline given) in the transaction that ends the job for its
         queue, and run ``after`` once that went through; False if there is none to join (then the caller sends
-        them itself). A worker's is its ending of the job it runs (``worker.JobEnding``)."""
+        them itself). A worker's is RQ's ending of the job it runs (``worker.JobEnding``)."""
 
 
 def end(ctx: Recorder, job, token: str, tenant: str, callback_url: str | None,

@@ -134,19 +134,14 @@ def unreserve(connection: redis.Redis, size: int) -> None:
     connection.decrby(REDIS_BYTES, size)
 
 
-NOT_READ = object()  # fetch(read=...): Redis was not asked yet
-
-
-def fetch(storage: Storage, token: str, connection: redis.Redis | None = None,
-          read: bytes | None | object = NOT_READ) -> tuple[bytes, str] | None:
+def fetch(storage: Storage, token: str, connection: redis.Redis | None = None) -> tuple[bytes, str] | None:
     """The image bytes of the original and where they were ("redis" or "storage"); None if neither has it.
 
-    With ``connection`` (the job said its original rides in Redis) Redis is asked first, unless ``read`` is
-    what it answered already (the worker reads it with the job's start: None if it was not there).
+    With ``connection`` (the job said its original rides in Redis) Redis is asked first.
     """
     raw, where = None, "storage"
     if connection is not None:
-        raw, where = (connection.get(REDIS_PREFIX + token) if read is NOT_READ else read), "redis"
+        raw, where = connection.get(REDIS_PREFIX + token), "redis"
     if raw is None:
         raw, where = storage.get(original_key(token)), "storage"
     if raw is None:

@@ -91,15 +91,14 @@ def release_follower(queue: Queue, token: str) -> bool:
     """Queue a follower that waits on a job that has already ended (or is gone): True if it was stuck.
 
     RQ defers a job whose dependency ended in failure between the check and the enqueue,
-    and never queues it; nor is it queued if the worker that ended the job died before
-    queueing its dependents (which it does just after the job's ending, see
-    ``ResizeWorker.handle_job_success``), or queueing them failed.  Called after a
+    and never queues it; nor does it if queueing the dependents failed.  Called after a
     follower is queued, and by the reconciler for every deferred job.
 
-    One transaction, watching the follower and the set of its job's dependents: RQ's
-    ``enqueue_dependents`` removes it from that set when it queues it, and this does too,
-    so when both run at once one of them finds the other's change and backs off: the
-    follower is queued once.
+    One transaction, watching the follower and the set of its job's dependents: the job's
+    ending queues its dependents (RQ's ``enqueue_dependents``, watching that set) and takes
+    them out of it, and this does too, so when both run at once one of them finds the
+    other's change and looks again: the follower is queued once.  (Two reads, then the
+    writes, as it was, queued it twice if the ending came between the reads.)
     """
     connection = queue.connection
     key = Job.key_for(token)

@@ -24,20 +24,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import redis
-from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
-from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus, _job_stack
 from rq.queue import Queue
 from rq.suspension import WORKERS_SUSPENDED
-from rq.utils import as_text, backend_class, get_version
 from rq.utils import now as rq_now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from settings import Settings
 
-from . import originals
 from .imaging import ImageLimits
 from .reaper import Reaper
 from .reconcile import reconcile
@@ -61,51 +56,8 @@ class ResizeJob(Job):
         return self._result
 
 
-# The job taken off the queue and read in one round trip (RQ: an LMOVE, then an HGETALL). Keys: the queue and
-# its intermediate list (RQ's: a job taken but not yet started waits there, so a worker that dies meanwhile
-# loses nothing); ARGV: the jobs' key prefix. The job's key is not declared (it is known only once taken):
-# fine on a standalone Redis, which RQ needs anyway (its transactions span keys of many slots).
-_TAKE = """
-local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-if not id then return false end
-return {id, redis.call('HGETALL', ARGV[1] .. id)}
-"""
-
-
-class ResizeQueue(Queue):
-    """RQ's queue, whose worker-side dequeue takes a waiting job and reads it in one round trip (a script doing
-    RQ's own LMOVE and HGETALL) instead of two. Only when nothing waits does it fall back to RQ's blocking
-    dequeue (BLMOVE, then the fetch), so an idle worker still sleeps in Redis, not in a loop."""
-
-    @classmethod
-    def dequeue_any(cls, queues, timeout, connection, job_class=None, serializer=None, death_penalty_class=None):
-        queues = list(queues)
-        if len(queues) == 1 and get_version(connection) >= (6, 2, 0):  # RQ's own condition for its LMOVE
-            job_cls = backend_class(cls, "job_class", override=job_class)
-            take = connection.register_script(_TAKE)  # a local object: EVALSHA, loaded again on NOSCRIPT
-            while reply := take(keys=[queues[0].key, IntermediateQueue.get_intermediate_queue_key(queues[0].key)],
-                                args=[job_cls.redis_job_namespace_prefix]):
-                job_id, fields = as_text(reply[0]), reply[1]
-                queue = cls.from_queue_key(queues[0].key, connection=connection, job_class=job_cls,
-                                           serializer=serializer, death_penalty_class=death_penalty_class)
-                if not fields:
-                    continue  # RQ too passes over an id whose job is gone
-                job = job_cls(job_id, connection=connection, serializer=serializer)
-                try:
-                    job.restore(dict(zip(fields[::2], fields[1::2])))
-                except NoSuchJobError:
-                    continue  # a hash without the job's data in it (RQ passes over it too)
-                except Exception as e:  # as RQ's dequeue_any: the job and queue ride on the error
-                    e.job_id, e.queue = job_id, queue  # type: ignore[attr-defined]
-                    raise
-                return job, queue
-        return super().dequeue_any(queues, timeout, connection=connection, job_class=job_class,
-                                   serializer=serializer, death_penalty_class=death_penalty_class)
-
-
 class ResizeWorker(SimpleWorker):
     job_class = ResizeJob
-    queue_class = ResizeQueue
     heartbeat_interval: int = 5
     dead_after: int = 20
     reconciles: bool = True  # resize workers look for jobs Redis lost; the webhook worker does not
@@ -114,14 +66,10 @@ class ResizeWorker(SimpleWorker):
     _not_suspended: float = -1.0  # monotonic time the ending of a job found workers not suspended
     max_rss: int = 0  # bytes: past this after a job, the worker exits to be replaced (0: no limit)
     _idle_in_ending: bool = False  # the job's ending transaction carried the state "idle" and the renewal
+    _ending_success: bool = False  # within RQ's handle_job_success
+    _ending_execution: Execution | None = None  # the execution a success's ending removes
     _suspended_at_ending: bool = True  # `rq suspend` in force when the last success's ending was sent
     _suspension_read_at: float = -1.0  # monotonic time of that reply
-
-    def validate_queues(self) -> None:
-        """RQ's wants every queue of ``queue_class``; any RQ queue will do: only the dequeue is ResizeQueue's."""
-        for queue in self.queues:
-            if not isinstance(queue, Queue):
-                raise TypeError(f"{queue} is not an RQ queue")
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.dead_after
@@ -164,13 +112,12 @@ class ResizeWorker(SimpleWorker):
             self.perform_job(job, queue)  # RQ's prepare_execution goes out with prepare_job_execution's transaction
         finally:
             joined.close()
-            context().original = None  # read by the job's start: gone with the job
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
         # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
         if self._idle_in_ending:
             # The success's ending set the state, renewed the key and asked whether workers are suspended, and
-            # went through (see handle_job_success): nothing is left to send.
+            # went through (see handle_job_success and cleanup_execution): nothing is left to send.
             self._state = WorkerStatus.IDLE
             suspended, checked = self._suspended_at_ending, self._suspension_read_at
         else:  # a failure's ending, which RQ lets fail quietly: everything on its own
@@ -185,89 +132,55 @@ class ResizeWorker(SimpleWorker):
         self._retire_if_grown(job)
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
-        """RQ's ending of a successful job in one round trip where RQ's takes three, carrying what the job's
-        success joined to it (its published result: ``endings``), the worker's state "idle", its renewal (the
-        job's start shortened the key's TTL) and the `rq suspend` check before the next dequeue.
-
-        RQ WATCHes the job's dependents and reads them (two round trips) to queue them inside its transaction.
-        Here the transaction reads them itself, atomically with the job's "finished": a job queued later as a
-        dependent sees the job finished and is queued at once by RQ, and one found here (only a follower of
-        identical work has any, see ``reuse``) is queued by RQ's own ``enqueue_dependents`` right after; should
-        this process die in between, the reconciler releases it (``reuse.release_follower``, which and RQ's
-        queue it once between them). A job kept for no time (result TTL 0) is deleted by its ending with its
-        set of dependents, so for one its dependents are read and queued first, as RQ does.
-
-        If the transaction fails, RQ ends the job as a failure (retried, or ended by ``on_failure``): the state
-        stays "busy" to itself and the execution is left for the failure's cleanup to remove, or RQ would find
-        it in the started registry later, "abandoned", and run or end the job again."""
-        execution = self.execution
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        """RQ's, whose transaction also carries what the job's success joined to it (its published result:
+        ``endings``) and the worker's state "idle" and its renewal (cleanup_execution). RQ raises if that
+        transaction fails (and ends the job as a failure, so it is retried or ended by ``on_failure``): past
+        it, all of them went through, and what the job asked to run once its result is out runs now."""
+        self._ending_success, self._ending_execution = True, None
         try:
-            with self.connection.pipeline() as pipeline:
-                while True:
-                    try:
-                        if result_ttl == 0:  # RQ's way
-                            pipeline.watch(job.dependents_key)
-                            queue.enqueue_dependents(job, pipeline=pipeline)
-                        if not pipeline.explicit_transaction:
-                            pipeline.multi()  # an enqueue joined to the ending (a webhook) expects it explicit
-                        pipeline.smembers(job.dependents_key)
-                        self._queue_ending(job, queue, pipeline, execution, result_ttl)
-                        replies = self._send_ending(pipeline)
-                        break
-                    except redis.exceptions.WatchError:
-                        pipeline.reset()
+            super().handle_job_success(job, queue, started_job_registry)
         except BaseException:
-            self.execution = execution
+            # RQ forgot the execution before its ending was sent: the failure's cleanup must still remove it from
+            # the started registry, or RQ would find it there later, "abandoned", and run or end the job again.
+            self.execution = self._ending_execution
             raise
-        self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
+        finally:
+            self._ending_success, self._ending_execution = False, None
         self._idle_in_ending = True
-        time_taken = job.ended_at - job.started_at
-        if self.log_job_description:  # RQ's lines
-            self.log.info("Successfully completed %s job in %ss on worker %s", job.description, time_taken, self.name)
-        else:
-            self.log.info("Successfully completed job %s in %ss on worker %s", job.id, time_taken, self.name)
         context().ending.done()
-        if replies[0] and result_ttl != 0:
-            try:
-                queue.enqueue_dependents(job)
-            except Exception as exc:  # the job has ended: the reconciler queues its dependents
-                log.warning("job %s: its dependents were not queued (the reconciler will): %s", job.id, exc)
 
-    def _queue_ending(self, job: Job, queue: Queue, pipeline, execution: Execution | None, result_ttl: int) -> None:
-        """RQ's commands of a success's ending (handle_job_success's), then ours."""
-        self.increment_successful_job_count(pipeline=pipeline)
-        self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
-        if result_ttl != 0:
-            job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
-                                execution_id=execution.id if execution else None,
-                                execution_started_at=execution.created_at if execution else None,
-                                execution_ended_at=job.ended_at)
-        if job.repeats_left is not None and job.repeats_left > 0:
-            from rq.repeat import Repeat
+    def cleanup_execution(self, job: Job, pipeline) -> None:
+        """RQ's; in a success's ending, also the state "idle" and the key's full TTL again (the job's start
+        shortened it), instead of a write of their own after it. The state is written to Redis only: to itself
+        the worker stays busy until the ending is sent, so that a SIGTERM meanwhile waits for the job (RQ's
+        handler stops at once unless the worker is busy)."""
+        if self._ending_success:  # (again, after a WatchError: RQ set the execution to None the first time)
+            self.execution = self._ending_execution = self.execution or self._ending_execution
+        super().cleanup_execution(job, pipeline)
+        if self._ending_success:
+            context().ending.queue(pipeline)
+            pipeline.hset(self.key, "state", WorkerStatus.IDLE)
+            super().heartbeat(None, pipeline)
+            pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
+            self._read_suspension_from(pipeline)
 
-            self.log.info("Worker %s: job %s scheduled to repeat (%s left)", self.name, job.id, job.repeats_left)
-            Repeat.schedule(job, queue, pipeline=pipeline)
-        else:
-            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
-        self.execution = execution  # (again, after a WatchError: RQ's cleanup forgets it)
-        self.cleanup_execution(job, pipeline=pipeline)
-        context().ending.queue(pipeline)
-        pipeline.hset(self.key, "state", WorkerStatus.IDLE)
-        super().heartbeat(None, pipeline)
-        pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
+    def _read_suspension_from(self, pipeline) -> None:
+        """Keep the reply of the ending's last command (RQ sends the ending and ignores its replies)."""
+        if getattr(pipeline, "_resizer_reads_suspension", False):
+            return  # the ending is sent again after a WatchError: the same pipeline, already reading
+        send = pipeline.execute
 
-    def _send_ending(self, pipeline) -> list:
-        return pipeline.execute()
+        def execute(*args, **kwargs):
+            replies = send(*args, **kwargs)
+            self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
+            return replies
+
+        pipeline.execute, pipeline._resizer_reads_suspension = execute, True
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's, with RQ's ``prepare_execution`` (the execution's record and the state "busy", a round trip that
         RQ sends just before this one) in the same transaction: one write less a job, and with Redis keeping
-        what it acknowledges each write waits for an fsync that stalls every client (~0.5-2 ms here).
-
-        An original that rides in Redis is read in the same transaction (the job reads it next, a round trip of
-        its own otherwise) and handed to the job through the worker's context."""
-        in_redis = job.meta.get("original") == "redis"
+        what it acknowledges each write waits for an fsync that stalls every client (~0.5-2 ms here)."""
         with self.connection.pipeline() as pipeline:
             heartbeat_ttl = self.get_heartbeat_ttl(job)
             self.execution = Execution.create(job, heartbeat_ttl, pipeline=pipeline, worker_name=self.name)
@@ -280,11 +193,7 @@ class ResizeWorker(SimpleWorker):
             pipeline.persist(job.key)  # RQ's Job.perform sends it alone; a job must not expire while it runs
             if remove_from_intermediate_queue:
                 pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
-            if in_redis:
-                pipeline.get(originals.REDIS_PREFIX + job.id)
-            replies = pipeline.execute()
-        if in_redis:
-            context().original = (job.id, replies[-1])
+            pipeline.execute()
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
     def _retire_if_grown(self, job: Job) -> None:
@@ -365,7 +274,7 @@ Commands = Callable[[object], None]  # queues Redis commands on the pipeline it 
 
 
 class JobEnding:
-    """The transaction in which the worker ends the job it runs (``ResizeWorker.handle_job_success``), which a
+    """The transaction in which RQ ends the job the worker runs (``ResizeWorker.handle_job_success``), which a
     job's success may join: its result then needs no write of its own (each write waits for Redis's fsync
     where Redis keeps what it acknowledges), and it is published exactly when RQ marks the job finished.
 
@@ -391,7 +300,7 @@ class JobEnding:
         return True
 
     def queue(self, pipeline) -> None:
-        """Into the job's ending transaction."""
+        """Into RQ's ending transaction (again on each attempt of it: RQ retries it after a WatchError)."""
         for commands in self._commands or ():
             commands(pipeline)
 
@@ -415,15 +324,6 @@ class WorkerContext:
     pool: ThreadPoolExecutor  # for concurrent storage calls within a job
     reaper: Reaper  # deletes finished jobs' originals in batches
     ending: JobEnding = field(default_factory=JobEnding)  # the running job's, which its success joins
-    original: tuple[str, bytes | None] | None = None  # (job id, what its start read from Redis) while it runs
-
-    def original_read_at_start(self, token: str) -> bytes | None | object:
-        """What the running job's start read of its original in Redis (None: it was not there), once, or
-        ``originals.NOT_READ`` if it did not read it (or handed it over already)."""
-        if self.original is not None and self.original[0] == token:
-            read, self.original = self.original[1], None  # handed over once: not held twice through the job
-            return read
-        return originals.NOT_READ
 
     def join_ending(self, commands: Commands, after: Callable[[], None]) -> bool:
         return self.ending.join(commands, after)

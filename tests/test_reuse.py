@@ -56,7 +56,7 @@ def test_the_reconciler_frees_followers_whose_first_job_is_gone(real_redis, redi
 
 
 def finished_with_its_follower_deferred(real_redis, redis_server) -> Queue:
-    """FIRST finished by a worker whose ending has not queued FOLLOWER yet (it does so just after)."""
+    """FIRST ended while FOLLOWER is still deferred: what a release reading between the two sees."""
     _, queue = first_and_follower(real_redis, redis_server, JobStatus.STARTED)
     real_redis.hset(f"rq:job:{FIRST}", "status", JobStatus.FINISHED)
     assert real_redis.smembers(f"rq:job:{FIRST}:dependents") == {FOLLOWER.encode()}
@@ -66,7 +66,7 @@ def finished_with_its_follower_deferred(real_redis, redis_server) -> Queue:
 def test_a_follower_released_before_its_jobs_ending_queues_it_is_queued_once(real_redis, redis_server):
     queue = finished_with_its_follower_deferred(real_redis, redis_server)
     assert reuse.release_follower(queue, FOLLOWER)
-    queue.enqueue_dependents(queue.fetch_job(FIRST))  # what the worker runs after the ending
+    queue.enqueue_dependents(queue.fetch_job(FIRST))  # what the job's ending runs
     assert queue.job_ids.count(FOLLOWER) == 1
 
 

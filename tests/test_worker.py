@@ -126,11 +126,10 @@ def counted(real_redis, monkeypatch):
 
     def command(self, *args, **kw):
         TRIPS.append(tuple(map(str, args[:2])))
-        if args[0] in ("LMOVE", "BLMOVE", "EVALSHA"):  # EVALSHA: ResizeQueue's dequeue
+        if args[0] in ("LMOVE", "BLMOVE"):
             AT_DEQUEUE.append((send(self, "HGET", "rq:worker:burst", "state"), send(self, "TTL", "rq:worker:burst")))
         return send(self, *args, **kw)
 
-    real_redis.script_load(worker_module._TAKE)  # as in a running worker: no NOSCRIPT retry among the trips
     monkeypatch.setattr(redis.Redis, "execute_command", command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *a, **kw: TRIPS.append(
         tuple(" ".join(map(str, c[0][:3])) for c in pipe.command_stack)) or execute(pipe, *a, **kw))
@@ -159,20 +158,21 @@ def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
     return work(real_redis), queue
 
 
-def test_a_job_costs_the_worker_three_round_trips_of_rqs_bookkeeping(real_redis, counted):
-    """The ending (with the job's dependents read inside it, the state "idle", the renewal and the `rq suspend`
-    check), the dequeue (taking the job and reading it) and the start (with the PERSIST RQ's Job.perform sends
-    alone): 3, all writes. RQ's own worker sends 13: WATCH and SMEMBERS of dependents before its ending, the
-    fetch after the dequeue, the execution's record before the start, the job's heartbeat after it ran, the
-    state, a renewal, the suspension check and the PERSIST each on their own, and one more renewal before the
-    dequeue. Where Redis keeps what it acknowledges, every write waits for an fsync, and every round trip for
-    the fsync of the pass it is served in."""
+def test_a_job_costs_the_worker_six_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
+    """WATCH and SMEMBERS of dependents, the ending (with the state "idle", the renewal and the `rq suspend`
+    check), the dequeue, the fetch and the start (with the PERSIST RQ's Job.perform sends alone): 6, of which
+    three write (the ending, the dequeue, the start). It was 13: the execution's record before the start, the
+    job's heartbeat after it ran, the state, a renewal, the suspension check and the PERSIST each on their own,
+    and one more renewal before the dequeue. Where Redis keeps what it acknowledges, every write waits for an
+    fsync, and every round trip for the fsync of the pass it is served in."""
     run_burst(real_redis, [{}] * 4)
     assert len(RAN) == 4
     for a, b in zip(RAN[1:], RAN[2:]):
         trips = counted[a:b]
-        assert [trip[0].split()[0] for trip in trips] == ["SMEMBERS", "EVALSHA", "HSET"], trips
-        assert "ZADD rq:finished:t" in " | ".join(trips[0]) and "LREM rq:queue:t:intermediate 1" in trips[2]
+        assert [trip[0].split()[0] for trip in trips] == [
+            "WATCH", "SMEMBERS", "HINCRBY", "LMOVE", "HGETALL", "HSET"], trips
+        reads = ("WATCH", "SMEMBERS", "HGETALL")
+        assert len([trip for trip in trips if trip[0].split()[0] not in reads]) == 3
 
 
 def test_a_job_runs_with_its_key_persisted_by_its_start(real_redis, counted):
@@ -202,7 +202,7 @@ def test_after_a_job_the_worker_is_idle_with_its_full_ttl_in_the_jobs_ending(rea
     assert len(ending) == 1 and ending[0][-4:] == (f"HSET {w.key} state", f"HSET {w.key} last_heartbeat",
                                                    f"EXPIRE {w.key} 90", "EXISTS rq:suspended")
     assert any(c.startswith("HSET rq:job:") and c.endswith(" status") for c in ending[0])  # the job's own end
-    assert between[between.index(ending[0]) + 1][0] == "EVALSHA"  # the next dequeue, nothing in between
+    assert between[between.index(ending[0]) + 1][0] == "LMOVE"  # the next dequeue, nothing in between
     state, ttl = AT_DEQUEUE[1]  # in Redis, between the two jobs
     assert state == b"idle" and ttl > 20
 
@@ -224,6 +224,13 @@ def test_a_stop_requested_while_a_job_ends_waits_for_the_job(real_redis, counted
 def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(real_redis, counted):
     _, queue = run_burst(real_redis, [{"suspend": True}, {}])
     assert len(RAN) == 1 and queue.count == 1
+
+
+def test_without_the_endings_reply_the_worker_asks_for_a_suspension_itself(real_redis, counted, monkeypatch):
+    """Fail-safe: if the ending's reply was not read (RQ sent it some other way), RQ's own check runs."""
+    monkeypatch.setattr(ResizeWorker, "_read_suspension_from", lambda self, pipeline: None)
+    _, queue = run_burst(real_redis, [{"suspend": True}, {}])
+    assert len(RAN) == 1 and queue.count == 1  # it stopped before the next job
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -273,8 +280,8 @@ def test_resident_bytes_is_what_the_process_holds_now():
 
 
 def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
-    """execute_job, handle_execution_ended, handle_job_success and the dequeue are RQ's, rewritten (see
-    worker.py): an RQ that changes any of them must be read again before it is let in."""
+    """execute_job and handle_execution_ended are RQ's, rewritten (see worker.py): an RQ that changes either
+    must be read again before it is let in."""
     import inspect
     import textwrap
 
@@ -306,36 +313,11 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
         "pipeline.lrem(queue.intermediate_queue_key, 1, job.id)", "pipeline.execute()",
         "msg = 'Processing {0} from {1} since {2}'",
         "self.procline(msg.format(job.func_name, job.origin, time.time()))"]
-    # handle_job_success is RQ's, rewritten to read the dependents inside its transaction (and to carry more)
-    assert statements(BaseWorker.handle_job_success) == [
-        "with self.connection.pipeline() as pipeline:", "while True:", "try:", "pipeline.watch(job.dependents_key)",
-        "queue.enqueue_dependents(job, pipeline=pipeline)", "if not pipeline.explicit_transaction:",
-        "pipeline.multi()", "self.increment_successful_job_count(pipeline=pipeline)",
-        "self.increment_total_working_time(job.ended_at - job.started_at, pipeline)  # type: ignore",
-        "result_ttl = job.get_result_ttl(self.default_result_ttl)", "if result_ttl != 0:",
-        "execution_id = self.execution.id if self.execution else None",
-        "execution_started_at = self.execution.created_at if self.execution else None", "job._handle_success(",
-        "result_ttl,", "pipeline=pipeline,", "worker_name=self.name,", "execution_id=execution_id,",
-        "execution_started_at=execution_started_at,", "execution_ended_at=job.ended_at,", ")",
-        "if job.repeats_left is not None and job.repeats_left > 0:", "from ..repeat import Repeat", "self.log.info(",
-        "'Worker %s: job %s scheduled to repeat (%s left)', self.name, job.id, job.repeats_left", ")",
-        "Repeat.schedule(job, queue, pipeline=pipeline)", "else:",
-        "job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)",
-        "self.cleanup_execution(job, pipeline=pipeline)", "pipeline.execute()", "assert job.started_at",
-        "assert job.ended_at", "time_taken = job.ended_at - job.started_at", "if self.log_job_description:",
-        "self.log.info(", "'Successfully completed %s job in %ss on worker %s', job.description, time_taken, self.name",
-        ")", "else:", "self.log.info(",
-        "'Successfully completed job %s in %ss on worker %s', job.id, time_taken, self.name", ")", "break",
-        "except redis.exceptions.WatchError:", "continue"]
-    # ResizeQueue.dequeue_any takes a job as RQ's does (LMOVE onto the intermediate list, then the job's hash)
-    from rq.queue import Queue as RQQueue
-
-    lmove = statements(RQQueue.lmove)
-    assert "result = cast(Any | None, connection.lmove(queue_key, intermediate_queue.key))" in lmove
-    assert "intermediate_queue = IntermediateQueue(queue_key, connection)" in lmove
-    dequeue = inspect.getsource(RQQueue.dequeue_any)
-    assert "if len(queue_keys) == 1 and get_version(connection) >= (6, 2, 0):" in dequeue
-    assert "except NoSuchJobError:" in dequeue and "e.job_id = job_id" in dequeue
+    # a success's ending carries the state "idle" and the renewal through cleanup_execution: RQ must call it
+    # before it sends the ending, and raise if the ending fails (worker.py counts on both)
+    success = inspect.getsource(BaseWorker.handle_job_success)
+    assert -1 < success.find("self.cleanup_execution(job, pipeline=pipeline)") < success.find("pipeline.execute()")
+    assert "except redis.exceptions.WatchError:" in success and "suppress(" not in success
     assert statements(executions.cleanup_execution) == [
         "logger.debug('Cleaning up execution of job %s', job.id)", "worker.set_current_job_id(None, pipeline=pipeline)",
         "if worker.execution is not None:", "worker.execution.delete(job=job, pipeline=pipeline)",
@@ -350,16 +332,14 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert -1 < failed.find("job._status = JobStatus.FAILED") < failed.find("self.handle_execution_ended(") \
         < failed.find("job.execute_failure_callback(")
     # ResizeJob.perform is RQ's without its PERSIST (the start sends it), and RQ dequeues with the worker's job
-    # class
+    # class; the success's ending's replies: RQ sends it with pipeline.execute() (cleanup_execution reads them)
     from rq.job import Job
 
     assert statements(Job.perform) == [
         "self.connection.persist(self.key)", "_job_stack.push(self)", "try:", "self._result = self._execute()",
         "finally:", "assert self is _job_stack.pop()", "return self._result"]
     assert "job_class=self.job_class" in inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
-    assert "self.queue_class.dequeue_any(" in inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
-    assert statements(Job.refresh) == ["data = self.connection.hgetall(self.key)", "if not data:",
-                                       "raise NoSuchJobError(f'No such job: {self.key}')", "self.restore(data)"]
+    assert success.count("pipeline.execute()") == 1
     # a SIGTERM waits for the job only while the worker is busy: it stays busy to itself until its ending is sent
     assert "if self.get_state() == WorkerStatus.BUSY:" in inspect.getsource(BaseWorker._shutdown)
     # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
@@ -367,7 +347,7 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert -1 < work.find("if self._stop_requested:") < work.find("self.dequeue_job_and_maintain_ttl(")
 
 
-# -- a real resize job: its success is published in the worker's ending of the job --------------------------------
+# -- a real resize job: its success is published in RQ's ending of the job ------------------------------------
 TENANT = "acme"
 
 
@@ -442,7 +422,7 @@ def test_a_successs_result_goes_out_in_rqs_ending_of_the_job_not_in_a_write_of_i
 
 
 def test_a_successs_webhook_is_queued_in_its_ending(real_redis, resizing, counted):
-    """With the result, in the job's ending: never a job finished whose webhook a crash could lose."""
+    """With the result, in RQ's ending of the job: never a job finished whose webhook a crash could lose."""
     from resizer import records, webhooks
 
     token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
@@ -464,16 +444,18 @@ def test_a_success_whose_ending_fails_is_run_again_and_published_once(real_redis
     from resizer import records
     from resizer.metrics import PREFIX as METRICS
 
-    send = ResizeWorker._send_ending
+    ending = ResizeWorker.cleanup_execution
     endings_seen = []
 
-    def first_ending_fails(self, pipeline):
-        endings_seen.append(1)
+    def first_ending_fails(self, job, pipeline):
+        ending(self, job, pipeline)
+        if not self._ending_success:
+            return  # RQ's handling of the failure cleans up too
+        endings_seen.append(job.id)
         if len(endings_seen) == 1:
             raise redis.exceptions.ConnectionError("Redis went away in the ending")
-        return send(self, pipeline)
 
-    monkeypatch.setattr(ResizeWorker, "_send_ending", first_ending_fails)
+    monkeypatch.setattr(ResizeWorker, "cleanup_execution", first_ending_fails)
     token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done", retries=1)
     work(real_redis)
     assert len(endings_seen) == 2  # run twice
@@ -495,10 +477,14 @@ def test_a_success_whose_ending_fails_on_the_last_attempt_is_published_by_the_sa
     from resizer import records
     from resizer.metrics import PREFIX as METRICS
 
-    def ending_fails(self, pipeline):
-        raise redis.exceptions.ConnectionError("Redis went away in the ending")
+    ending = ResizeWorker.cleanup_execution
 
-    monkeypatch.setattr(ResizeWorker, "_send_ending", ending_fails)
+    def ending_fails(self, job, pipeline):
+        ending(self, job, pipeline)
+        if self._ending_success:
+            raise redis.exceptions.ConnectionError("Redis went away in the ending")
+
+    monkeypatch.setattr(ResizeWorker, "cleanup_execution", ending_fails)
     token, = queue_resizes(real_redis, resizing, callback="https://hooks.example.com/done")
     work(real_redis)
     assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
@@ -515,7 +501,7 @@ def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(re
     ending.open()
     assert resizing.join_ending(lambda pipe: ran.append("queued"), lambda: ran.append("after"))
     ending.queue(None)
-    ending.queue(None)  # an ending sent again after a WatchError (result TTL 0): queued again each time
+    ending.queue(None)  # RQ sends its ending again after a WatchError: queued again each time
     ending.done()
     ending.done()
     assert ran == ["queued", "queued", "after"]  # what follows runs once
@@ -530,240 +516,3 @@ def test_a_step_after_the_ending_that_raises_does_not_fail_the_ended_job(resizin
     ending.join(lambda pipe: None, lambda: ran.append("next"))
     ending.done()
     assert ran == ["next"] and "ZeroDivisionError" in caplog.text
-
-
-# -- the dequeue: a waiting job taken and read in one round trip ----------------------------------------------
-def test_a_waiting_job_is_taken_and_read_in_one_round_trip_as_rq_takes_it(real_redis, counted):
-    from rq.job import Job
-
-    queue = Queue("t", connection=real_redis)
-    first = queue.enqueue(f"{__name__}.record_run", meta={"tenant": "acme"})
-    queue.enqueue(f"{__name__}.record_run")
-    TRIPS.clear()
-    job, got = worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
-    assert [trip[0] for trip in counted] == ["EVALSHA"]
-    assert job.id == first.id and job.meta == {"tenant": "acme"} and job.func_name == f"{__name__}.record_run"
-    assert job.to_dict() == Job.fetch(first.id, connection=real_redis).to_dict()  # the same job as RQ's fetch
-    assert got.name == "t" and queue.count == 1
-    assert real_redis.lrange("rq:queue:t:intermediate", 0, -1) == [first.id.encode()]  # where RQ keeps it
-
-
-def test_a_waiting_id_whose_job_is_gone_is_passed_over(real_redis):
-    from rq.job import Job
-
-    queue = Queue("t", connection=real_redis)
-    gone, kept = queue.enqueue(f"{__name__}.record_run"), queue.enqueue(f"{__name__}.record_run")
-    real_redis.delete(gone.key)
-    job, _ = worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
-    assert job.id == kept.id
-
-
-def test_a_job_that_cannot_be_read_raises_with_its_id_and_queue(real_redis):
-    from rq.job import Job
-
-    queue = Queue("t", connection=real_redis)
-    broken = queue.enqueue(f"{__name__}.record_run")
-    real_redis.hset(broken.key, "created_at", b"not a date")
-    with pytest.raises(Exception) as raised:
-        worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
-    assert raised.value.job_id == broken.id and raised.value.queue.name == "t"
-
-
-def test_with_nothing_waiting_the_dequeue_blocks_in_redis_until_a_job_comes(real_redis):
-    """RQ's blocking dequeue (BLMOVE): an idle worker sleeps in Redis, and takes a job as soon as it is queued."""
-    import threading
-    import time
-
-    from rq.job import Job
-
-    queue = Queue("t", connection=real_redis)
-    got = []
-    taker = threading.Thread(target=lambda: got.append(
-        worker_module.ResizeQueue.dequeue_any([queue], 20, connection=real_redis, job_class=Job)))
-    taker.start()
-    deadline = time.monotonic() + 10
-    while b"cmd=blmove" not in real_redis.execute_command("CLIENT", "LIST") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert b"cmd=blmove" in real_redis.execute_command("CLIENT", "LIST")  # blocked in Redis, not polling
-    queued = queue.enqueue(f"{__name__}.record_run")
-    taker.join(10)
-    assert got and got[0][0].id == queued.id
-
-
-# -- dependents: read inside the ending, queued after it ------------------------------------------------------
-def test_a_dependent_is_read_in_the_ending_and_queued_after_it(real_redis, counted):
-    """No WATCH and SMEMBERS before the ending: the ending reads the dependents itself, atomically with the
-    job's "finished", and the dependent is queued (RQ's enqueue_dependents) once the ending is through."""
-    queue = Queue("t", connection=real_redis)
-    first = queue.enqueue(f"{__name__}.record_run")
-    then = queue.enqueue(f"{__name__}.record_run", depends_on=first)
-    assert then.get_status() == "deferred"
-    TRIPS.clear()
-    work(real_redis)
-    assert len(RAN) == 2 and queue.finished_job_registry.count == 2
-    ending = [trip for trip in counted if "ZADD rq:finished:t" in " | ".join(trip)][0]
-    assert ending[0] == f"SMEMBERS {first.dependents_key}"
-    assert not [trip for trip in counted[:counted.index(ending)] if trip[:1] == ("WATCH",)]
-    assert not real_redis.exists(first.dependents_key)  # RQ's own clean-up of them
-
-
-def test_a_dependent_left_deferred_by_a_failed_queueing_is_released_by_the_reconciler(real_redis, counted,
-                                                                                      monkeypatch, caplog):
-    from rq.registry import DeferredJobRegistry
-
-    queue = Queue("t", connection=real_redis)
-    first = queue.enqueue(f"{__name__}.record_run")
-    then = queue.enqueue(f"{__name__}.record_run", depends_on=first, meta={"follows": first.id})
-
-    def fails(self, job, *args, **kwargs):
-        raise ConnectionError("Redis went away after the ending")
-
-    monkeypatch.setattr(Queue, "enqueue_dependents", fails)
-    work(real_redis)
-    assert len(RAN) == 1 and queue.finished_job_registry.get_job_ids() == [first.id]
-    assert "its dependents were not queued" in caplog.text
-    assert DeferredJobRegistry("t", connection=real_redis).get_job_ids() == [then.id]
-    from resizer.reconcile import reconcile
-    from settings import Settings
-
-    from fakes import FakeStorage
-
-    reconcile(real_redis, FakeStorage(), Settings.from_env({"APP_ENV": "testing", "QUEUE_NAME": "t"}), force=True)
-    assert queue.get_job_ids() == [then.id] and queue.fetch_job(then.id).get_status() == "queued"
-
-
-def test_a_dependent_queued_after_the_ending_is_queued_at_once(real_redis):
-    """The ending marks the job finished before it reads the dependents: one queued later never waits."""
-    queue = Queue("t", connection=real_redis)
-    first = queue.enqueue(f"{__name__}.record_run")
-    work(real_redis)
-    then = queue.enqueue(f"{__name__}.record_run", depends_on=first)
-    assert then.get_status() == "queued"
-
-
-# -- an original that rides in Redis is read with the job's start ---------------------------------------------
-def queue_resize_from_redis(real_redis, ctx, in_storage_too: bool = False) -> str:
-    """A job whose original the API put in Redis (as ``jobs`` does for a small upload)."""
-    import io
-    import uuid
-
-    from PIL import Image
-
-    from resizer import originals
-    from resizer.options import Limits, parse_options
-    from resizer.storage import original_key
-
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30), (10, 200, 30)).save(buf, "PNG")
-    spec = parse_options({"width": 20}, Limits()).to_dict()
-    token = str(uuid.uuid4())
-    packed = originals.envelope(buf.getvalue(), "image/png", TENANT, spec, None)
-    real_redis.set(originals.REDIS_PREFIX + token, packed)
-    real_redis.incrby(originals.REDIS_BYTES, len(packed))
-    if in_storage_too:
-        ctx.storage.put(original_key(token), packed, "application/octet-stream")
-    Queue("t", connection=real_redis).enqueue("resizer.tasks.resize_job", token, TENANT, spec, None, job_id=token,
-                                              meta={"tenant": TENANT, "request_id": None, "original": "redis"})
-    return token
-
-
-def test_an_original_in_redis_is_read_with_the_jobs_start_not_on_its_own(real_redis, resizing, counted,
-                                                                         monkeypatch):
-    from resizer import originals, records
-
-    token = queue_resize_from_redis(real_redis, resizing)
-    fetch, held_while_resizing = originals.fetch, []
-
-    def fetch_and_look(*args, **kwargs):
-        found = fetch(*args, **kwargs)
-        held_while_resizing.append(resizing.original)
-        return found
-
-    monkeypatch.setattr(originals, "fetch", fetch_and_look)
-    work(real_redis)
-    assert held_while_resizing == [None]  # handed over: the context does not hold a second copy meanwhile
-    key = originals.REDIS_PREFIX + token
-    start = [trip for trip in counted if "LREM rq:queue:t:intermediate 1" in trip]
-    assert len(start) == 1 and start[0][-1] == f"GET {key}"
-    assert ("GET", key) not in counted  # the job did not ask again
-    result = records.read_result(real_redis, token, TENANT)
-    assert result["status"] == "SUCCESS" and result["variants"]["default"]["width"] == 20
-    assert not real_redis.exists(key) and int(real_redis.get(originals.REDIS_BYTES)) == 0  # released
-    assert resizing.original is None  # not held past the job
-
-
-def test_an_original_gone_from_redis_at_the_start_is_read_from_storage(real_redis, resizing, counted):
-    """Redis lost it (restarted empty, say): the start read nothing, and the job takes the envelope the API
-    streamed to storage instead, as it did when it asked Redis itself."""
-    from resizer import originals, records
-
-    token = queue_resize_from_redis(real_redis, resizing, in_storage_too=True)
-    real_redis.delete(originals.REDIS_PREFIX + token)
-    work(real_redis)
-    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
-    assert ("GET", originals.REDIS_PREFIX + token) not in counted
-
-
-def test_a_job_is_handed_only_its_own_original(resizing):
-    from resizer import originals
-
-    resizing.original = ("a", b"bytes of a")
-    assert resizing.original_read_at_start("a") == b"bytes of a"
-    assert resizing.original_read_at_start("b") is originals.NOT_READ
-    resizing.original = ("a", None)
-    assert resizing.original_read_at_start("a") is None  # read: it was not there
-
-
-def test_a_waiting_job_without_its_data_is_passed_over(real_redis):
-    """A hash with no job in it (a status written on an expired key, say): RQ skips it, and so does this."""
-    from rq.job import Job
-
-    queue = Queue("t", connection=real_redis)
-    hollow, kept = queue.enqueue(f"{__name__}.record_run"), queue.enqueue(f"{__name__}.record_run")
-    real_redis.hdel(hollow.key, "data")
-    job, _ = worker_module.ResizeQueue.dequeue_any([queue], 5, connection=real_redis, job_class=Job)
-    assert job.id == kept.id
-
-
-def test_a_job_kept_for_no_time_still_has_its_dependents_queued(real_redis, counted):
-    """Result TTL 0: the ending deletes the job and its set of dependents, so they are read and queued first,
-    as RQ does."""
-    queue = Queue("t", connection=real_redis)
-    first = queue.enqueue(f"{__name__}.record_run", result_ttl=0)
-    queue.enqueue(f"{__name__}.record_run", depends_on=first)
-    work(real_redis)
-    assert len(RAN) == 2 and not real_redis.exists(first.key)
-
-
-def test_the_original_read_at_the_start_is_not_held_past_a_failed_job_and_is_read_again_on_retry(
-        real_redis, resizing, counted, monkeypatch):
-    from rq import Retry
-
-    from resizer import originals, records, tasks
-
-    token = queue_resize_from_redis(real_redis, resizing)
-    Queue("t", connection=real_redis).fetch_job(token).retries_left = None
-    job = Queue("t", connection=real_redis).fetch_job(token)
-    job.retries_left, job.retry_intervals = 1, [0]
-    job.save()
-    held, resize = [], tasks._resize
-
-    def first_run_fails(ctx, job, *args):
-        held.append(ctx.original)
-        if len(held) == 1:
-            ctx.original_read_at_start(job.id)  # taken, then the job fails (storage down, say)
-            raise tasks.ServiceUnavailable("storage is down")
-        return resize(ctx, job, *args)
-
-    monkeypatch.setattr(tasks, "_resize", first_run_fails)
-    w = ResizeWorker([Queue("t", connection=real_redis)], connection=real_redis, name="burst", worker_ttl=30)
-    w.reconciles = False
-    w.work(burst=True)  # the retry is scheduled for later: a second pass takes it
-    w.work(burst=True)
-    if w.pubsub is not None:
-        w.pubsub.close()
-    assert len(held) == 2 and all(h is not None and h[0] == token for h in held)  # read at each start
-    assert resizing.original is None
-    assert records.read_result(real_redis, token, TENANT)["status"] == "SUCCESS"
-    starts = [trip for trip in counted if f"GET {originals.REDIS_PREFIX}{token}" in trip]
-    assert len(starts) == 2
