@@ -35,11 +35,15 @@ BIN = Path(sys.executable).parent
 _COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 
 # Restart back-off (compose's restart policy does much the same): the first restart comes quickly;
-# each further crash in a row doubles the pause, up to a bound.  A process that ran for a while, or
+# each further crash in a row doubles the pause, up to a bound.  A process that ran for STABLE_AFTER, or
 # exited cleanly (a worker recycled after WORKER_MAX_RSS_MB or WORKER_MAX_JOBS), starts a new series.
+# STABLE_AFTER is Docker's (its restart manager resets the delay once a container ran 10 s): a worker
+# that started and took jobs is not crash-looping.  It was 60 s, and under repeated kills (the
+# benchmark's soak: a live worker SIGKILLed every 3-8 s) almost no worker reached it, every restart
+# doubled the pause up to 30 s, and with most workers waiting out their pause the jobs stalled.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
-STABLE_AFTER = 60.0
+STABLE_AFTER = 10.0
 
 
 def restart_delay(crashes: int) -> float:

@@ -61,6 +61,27 @@ def test_a_crashing_process_is_restarted_with_a_doubling_pause_up_to_a_bound(tmp
         stack.stop()
 
 
+def test_a_process_killed_within_ten_seconds_of_its_start_backs_off_and_one_that_ran_ten_starts_anew(tmp_path):
+    """Docker's rule (its restart manager resets the delay once a container ran 10 s): a worker killed again and
+    again, but each time after it ran 10 s, is restarted after 0.5 s every time, not after a pause that grows
+    to 30 s while its jobs wait."""
+    clock = FakeClock()
+    stack = Stack(workdir=tmp_path, log_dir=tmp_path / "logs", clock=clock)
+    proc = stack.spawn(Proc("worker-1", STAY_UP, {}, restart=True))
+    try:
+        delays = []
+        for ran in (9.9, 9.9, 10.0, 10.0, 9.9):
+            clock.now += ran
+            stack.kill("worker-1", signal.SIGKILL)
+            delays.append(dies_and_is_rescheduled(stack, proc))
+            clock.now += delays[-1]
+            stack.supervise_once()
+            assert proc.alive()
+        assert delays == [0.5, 1, 0.5, 0.5, 1]
+    finally:
+        stack.stop()
+
+
 def test_a_clean_exit_is_restarted_quickly_every_time(tmp_path):
     """A worker recycled (past WORKER_MAX_RSS_MB or WORKER_MAX_JOBS) exits 0: not a crash, and never backs off."""
     clock = FakeClock()
