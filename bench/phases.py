@@ -195,7 +195,7 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
         lambda token: client.http.get(f"{client.base}/api/v1/resize/{token}", params={"wait": 0}, timeout=60),
         tokens, 600, f"backlog ({system.name}): draining")
     outcome = {"succeeded": sum(1 for s in ended.values() if s == "SUCCESS"),
-               "failed": sum(1 for s in ended.values() if s == "FAILURE"), "lost": len(lost)}
+               "failed": sum(1 for s in ended.values() if s == "FAILURE"), **_lost_or_unfinished(lost)}
     drained = time.perf_counter() - start
     stop.set()
     sampler.join()
@@ -208,6 +208,13 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
 
 
 # -- 7. soak ----------------------------------------------------------------------------------------
+def _lost_or_unfinished(lost: dict[str, str]) -> dict[str, int]:
+    """await_endings' jobs that did not end: "lost" the service no longer knows (404), "unfinished" it still had
+    queued or running at the deadline (a stall, not a loss)."""
+    gone = sum(1 for why in lost.values() if why == "404")
+    return {"lost": gone, "unfinished": len(lost) - gone}
+
+
 def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float, float]) -> dict:
     from resizer.storage import Storage
     from settings import Settings
@@ -247,5 +254,6 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
     # A job leaves one object: its output (carrying its record), or a failure's manifest.json.
     duplicated = sum(1 for token in tokens if len(keys.get(token, [])) > 1)
     missing = sum(1 for token in tokens if ended.get(token) == "SUCCESS" and not keys.get(token))
-    return {"accepted": accepted, "succeeded": outcome["SUCCESS"], "failed": outcome["FAILURE"], "lost": len(lost),
+    return {"accepted": accepted, "succeeded": outcome["SUCCESS"], "failed": outcome["FAILURE"],
+            **_lost_or_unfinished(lost),
             "duplicated_outputs": duplicated, "missing_outputs": missing, "workers_killed": kills}

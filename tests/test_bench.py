@@ -35,10 +35,11 @@ def test_benchmark_smoke_run(tmp_path):
     assert [g["workload"] for g in data_ratios(data)] == ["png1"]
     for backlog in data["backlog"]:
         assert backlog["succeeded"] == backlog["jobs"] == 50 and backlog["lost"] == 0, backlog
+        assert backlog["unfinished"] == 0, backlog
     (original,) = [b for b in data["backlog"] if b["system"] == "original"]
     assert original["bytes_per_job"] > original["image_bytes"]  # the design under test: base64 in the message
     assert {b["system"] for b in data["backlog"]} == {"ours", "original"}
-    assert data["soak"]["lost"] == 0 and data["soak"]["duplicated_outputs"] == 0
+    assert data["soak"]["lost"] == 0 and data["soak"]["unfinished"] == 0 and data["soak"]["duplicated_outputs"] == 0
     assert data["soak"]["missing_outputs"] == 0
     assert data["soak"]["succeeded"] == data["soak"]["accepted"] == 30
     assert data["post"]["count"] == 40 and data["post"]["load_jobs_per_s"] > 0  # uploads under load, really
@@ -156,3 +157,10 @@ def test_the_report_says_where_redis_paused_during_the_uploads():
     assert "never held it up 40 ms" in _pauses({"threshold_ms": 40, "events": {}})
     said = _pauses({"threshold_ms": 40, "events": {"aof-fsync-always": {"seconds": 2, "max_ms": 279}}})
     assert "`aof-fsync-always` in 2 s (longest 279 ms)" in said and "operations.md" in said
+
+
+def test_a_job_the_service_forgot_is_lost_and_one_still_queued_at_the_deadline_is_unfinished():
+    from bench.phases import _lost_or_unfinished
+
+    assert _lost_or_unfinished({"a": "404", "b": "never ended", "c": "never ended"}) == {"lost": 1, "unfinished": 2}
+    assert _lost_or_unfinished({}) == {"lost": 0, "unfinished": 0}
