@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from bench.load import CLIENTS, UNIQUE, Client, await_endings, pct, unique_json
 
+ENDING_DEADLINE_S = 600  # the backlog and the soak wait this long for every job to end
 OPTS = {"100x100": {"width": 100, "height": 100, "fit": "cover"}, "1024 wide": {"width": 1024}}
 
 
@@ -193,7 +194,7 @@ def backlog(system, client: Client, redis_url: str, data: bytes, jobs: int) -> d
     start = time.perf_counter()
     ended, lost = await_endings(
         lambda token: client.http.get(f"{client.base}/api/v1/resize/{token}", params={"wait": 0}, timeout=60),
-        tokens, 600, f"backlog ({system.name}): draining")
+        tokens, ENDING_DEADLINE_S, f"backlog ({system.name}): draining")
     outcome = {"succeeded": sum(1 for s in ended.values() if s == "SUCCESS"),
                "failed": sum(1 for s in ended.values() if s == "FAILURE"), **_lost_or_unfinished(lost)}
     drained = time.perf_counter() - start
@@ -212,7 +213,7 @@ def _lost_or_unfinished(lost: dict[str, str]) -> dict[str, int]:
     """await_endings' jobs that did not end: "lost" the service no longer knows (404), "unfinished" it still had
     queued or running at the deadline (a stall, not a loss)."""
     gone = sum(1 for why in lost.values() if why == "404")
-    return {"lost": gone, "unfinished": len(lost) - gone}
+    return {"lost": gone, "unfinished": len(lost) - gone, "deadline_s": ENDING_DEADLINE_S}
 
 
 def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float, float]) -> dict:
@@ -241,7 +242,7 @@ def soak(stack, client: Client, data: bytes, jobs: int, kill_every: tuple[float,
             accepted += 1
     ended, lost = await_endings(
         lambda token: client.http.get(f"{client.base}/api/v1/resize/{token}", params={"wait": 0}, timeout=30),
-        tokens, 600, "soak: waiting for every job")
+        tokens, ENDING_DEADLINE_S, "soak: waiting for every job")
     stop.set()
     outcome = {status: sum(1 for s in ended.values() if s == status) for status in ("SUCCESS", "FAILURE")}
     storage = Storage(Settings.from_env(stack.env))

@@ -166,14 +166,13 @@ def markdown(results: dict) -> str:
                   f" MB with all queued, **peak {b['peak_mb']:.1f} MB** while queueing and draining (sampled every"
                   f" 50 ms; {b['bytes_per_job'] / 1e3:.1f} KB per queued job);"
                   f" drained in {b['drain_s']:.0f} s: {b['succeeded']} succeeded, {b['failed']} failed,"
-                  f" {b['lost']} lost, {b.get('unfinished', 0)} unfinished after 600 s"
-                  + (f"; {b['rejected']} POSTs refused: {b['rejections']}" if b.get("rejected")
-                                          else "") + ".", ""]
+                  f" {b['lost']} lost, {b.get('unfinished', 0)} unfinished after {b.get('deadline_s', 600)} s"
+                  + (f"; {b['rejected']} POSTs refused: {b['rejections']}" if b.get("rejected") else "") + ".", ""]
     if results.get("soak"):
         s = results["soak"]
         lines += [f"Soak (ours): {s['accepted']} jobs accepted while {s['workers_killed']} workers were SIGKILLed:"
                   f" {s['succeeded']} succeeded, {s['failed']} failed, **{s['lost']} lost**,"
-                  f" **{s.get('unfinished', 0)} unfinished after 600 s**,"
+                  f" **{s.get('unfinished', 0)} unfinished after {s.get('deadline_s', 600)} s**,"
                   f" **{s['duplicated_outputs']} duplicated outputs**, **{s.get('missing_outputs', 0)} successes"
                   f" without their output**.", ""]
     return "\n".join(lines)

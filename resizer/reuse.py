@@ -110,14 +110,15 @@ def release_follower(queue: Queue, token: str) -> bool:
                 if job is None or job.get_status(refresh=False) != JobStatus.DEFERRED or not job.meta.get("follows"):
                     return False
                 follows = job.meta["follows"]
-                pipe.watch(Job.dependents_key_for(follows))
+                dependents = Job.dependents_key_for(follows)
+                pipe.watch(dependents)
                 state = pipe.hget(Job.key_for(follows), "status")
                 if state is not None and state.decode() not in ENDED:
                     return False  # still running: it is queued when that job ends
                 pipe.multi()
                 job._dependency_ids = []  # noqa: SLF001 - the dependency has ended; run it now
                 queue.deferred_job_registry.remove(job, pipeline=pipe)
-                pipe.srem(Job.dependents_key_for(follows), token)
+                pipe.srem(dependents, token)
                 job.set_status(JobStatus.QUEUED, pipeline=pipe)
                 queue.enqueue_job(job, pipeline=pipe)
                 pipe.execute()

@@ -162,5 +162,6 @@ def test_the_report_says_where_redis_paused_during_the_uploads():
 def test_a_job_the_service_forgot_is_lost_and_one_still_queued_at_the_deadline_is_unfinished():
     from bench.phases import _lost_or_unfinished
 
-    assert _lost_or_unfinished({"a": "404", "b": "never ended", "c": "never ended"}) == {"lost": 1, "unfinished": 2}
-    assert _lost_or_unfinished({}) == {"lost": 0, "unfinished": 0}
+    assert _lost_or_unfinished({"a": "404", "b": "never ended", "c": "never ended"}) == {
+        "lost": 1, "unfinished": 2, "deadline_s": 600}
+    assert _lost_or_unfinished({}) == {"lost": 0, "unfinished": 0, "deadline_s": 600}
