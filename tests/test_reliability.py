@@ -12,6 +12,7 @@ import json
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -244,22 +245,66 @@ def test_job_time_limit_fails_the_job_and_the_worker_keeps_serving(make_stack, s
     assert api.wait(api.submit(image_bytes()))["status"] == "SUCCESS"
 
 
-def test_the_api_removes_the_metrics_folder_it_made_when_it_stops(make_stack):
-    """gunicorn makes a folder for prometheus-client's per-process files when none is given: it was left behind
-    in /tmp at every stop (133 of them after a day of tests and benchmarks)."""
-    from pathlib import Path
+def _metrics_folders(master_pid: int) -> set:
+    """The folders of the metric files the API's workers have mapped (made after exec: not in their environ)."""
+    workers = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return {Path(line.split()[-1]).parent for pid in workers for line in Path(f"/proc/{pid}/maps").read_text()
+            .splitlines() if line.rstrip().endswith(".db")}
+
+
+def test_the_api_removes_the_metrics_folder_it_made_when_it_stops(make_stack, tmp_path):
+    """gunicorn.conf.py makes a folder for prometheus-client's per-process files when none is given: it was left
+    behind in /tmp at every stop (133 of them after a day of tests and benchmarks)."""
+    import os
+    import subprocess
+
+    from resizer.local import BIN, ROOT, free_port, port_open, wait_for
 
     stack, api = make_stack(workers=1, supervise=False)
+    port = free_port()
+    env = {k: v for k, v in stack.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # gunicorn as compose runs it
+    env.update(PORT=str(port), BIND_HOST="127.0.0.1")
+    with open(tmp_path / "api.log", "w") as log:
+        master = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env=env,
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        other = Api(f"http://127.0.0.1:{port}", stack)
+        wait_for(lambda: port_open("127.0.0.1", port), "the second API", timeout=60)
+        wait_until(lambda: other.http.get(f"{other.base}/healthz").status_code == 200, "its workers", 60)
+        assert other.status(str(uuid.uuid4())).status_code == 404  # a request: the metrics are written
+        (folder,) = _metrics_folders(master.pid)
+        assert folder.name.startswith("resizer-metrics-") and str(folder).startswith(os.path.realpath("/tmp"))
+        assert folder.is_dir() and any(folder.iterdir())
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+    assert not folder.exists(), (tmp_path / "api.log").read_text()
+
+
+def test_the_local_apis_metrics_folder_is_in_its_workdir_so_a_killed_master_leaves_nothing_in_tmp(make_stack):
+    """A gunicorn master SIGKILLed (a stop past its timeout, a killed runner) cannot remove the folder it made:
+    the benchmark and the tests left /tmp/resizer-metrics-* behind. The local stack gives it one in its workdir,
+    emptied at every start."""
+    stack, api = make_stack(workers=1, supervise=False)
     assert api.status(str(uuid.uuid4())).status_code == 404  # a request: the metrics are written
-    # the folder (made after exec: not in /proc/<pid>/environ) is where the workers' mapped metric files are
+    (folder,) = _metrics_folders(stack.procs["api"].pid)
+    assert folder == stack.workdir.resolve() / "metrics" and any(folder.iterdir())
+    stale = folder / "counter_999999.db"
+    stale.write_bytes(b"")  # a file of a process that died with a killed master
     workers = Path(f"/proc/{stack.procs['api'].pid}/task/{stack.procs['api'].pid}/children").read_text().split()
-    mapped = {Path(line.split()[-1]).parent for pid in workers for line in Path(f"/proc/{pid}/maps").read_text()
-              .splitlines() if "/resizer-metrics-" in line}
-    assert len(mapped) == 1
-    folder = mapped.pop()
-    assert folder.is_dir() and any(folder.iterdir())
-    stack.stop_proc("api")
-    assert not folder.exists()
+    stack.kill("api")
+    stack.procs["api"].popen.wait(timeout=10)
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "its workers gone", 30)
+    stack.spawn(stack.procs["api"])
+
+    def answers() -> bool:
+        try:
+            return api.status(str(uuid.uuid4())).status_code == 404
+        except OSError:  # requests' ConnectionError is one: refused until the new master listens
+            return False
+
+    wait_until(answers, "the API back", 60, interval=0.2)
+    assert folder.is_dir() and not stale.exists()  # emptied at the start, not left to pile up
 
 
 def test_sigterm_is_a_warm_shutdown(make_stack, slow_png):
