@@ -5,7 +5,9 @@ Phases (``--only``), each printed as it runs:
   e2e      the workloads of issue 14 on three systems driven by the same 8-client load (bench/load.py):
            ours (gunicorn, RQ workers, rclone serve s3), the original design (bench/original: Flask +
            Celery) and thumbor 7.7; jobs/s, latency, CPU per job of each role read from /proc, and
-           the ratios the goals are stated in.  Also the kernel ceiling: ours in 2 processes, no plumbing
+           the ratios the goals are stated in.  Also the kernel ceiling: ours in 2 processes, no plumbing;
+           and the stack's floor (bench/floor.py): an RQ job and a Flask request with nothing in them,
+           which with the kernel ceiling and the client's CPU bound each goal's ratio on this machine
   post     POST latency of a 2 MB upload under load (one uploader while 8 clients keep the workers busy),
            and with 8 uploaders saturating the API (ours)
   memory   peak RSS of a worker (incl. a 50 MP JPEG job) and of an API process (ours)
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tqdm import tqdm  # noqa: E402
 
 from bench.images import jpeg, png  # noqa: E402
+from bench.floor import stack_floor  # noqa: E402
 from bench.kernel import ceiling, kernel_table  # noqa: E402
 from bench.load import WORKLOADS, Client, job_for, run_load  # noqa: E402
 from bench.phases import (OPTS, PersistencePauses, backlog, children, drain, post_latency,  # noqa: E402
@@ -140,6 +143,12 @@ def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], r
         for key in tqdm(args.workloads, desc="kernel ceiling (ours, 2 processes)", leave=False):
             w = by_key[key]
             results["ceiling"][key] = ceiling(images[FILES[w.image]], OPTS[w.target], 0.5 if args.smoke else 5)
+        say("the stack's floor: an RQ job and a Flask request with nothing in them...")
+        results["floor"] = stack_floor(image_dir.parent / "floor", 50 if args.smoke else 2000,
+                                       0.5 if args.smoke else 10)
+        say(f"  {results['floor']['job_ms']:.2f} ms of CPU a job (RQ worker {results['floor']['worker_ms']:.2f},"
+            f" Redis {results['floor']['redis_ms']:.2f}, enqueue {results['floor']['enqueue_ms']:.2f},"
+            f" a request {results['floor']['request_ms']:.2f})")
     rows = results["e2e"] = []
     for rnd in range(1, args.rounds + 1):
         for key in args.workloads:
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     backlog_jobs = args.backlog_jobs or (50 if smoke else 3000)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}", "smoke": smoke,
+                     "cores": os.cpu_count(),
                      "ours_config": f"{args.ours_workers} workers, "
                                     + ("the shared Redis" if args.ours_redis_fsync == "shared"
                                        else f"its own Redis with appendfsync {args.ours_redis_fsync}"),

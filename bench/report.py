@@ -33,19 +33,36 @@ def summarize(rows: list[dict]) -> dict[tuple[str, str, str], list[float]]:
     return out
 
 
-def ratios(rows: list[dict], goals: list = GOALS) -> list[dict]:
-    """Each goal's ratio, per round (both sides measured in the same round) and the median."""
-    by_round = {(r["workload"], r["system"], r["mode"], r["round"]): r["jobs_per_s"] for r in rows}
+def ratios(rows: list[dict], goals: list = GOALS, results: dict | None = None) -> list[dict]:
+    """Each goal's ratio, per round (both sides measured in the same round) and the median; with the run's
+    results, also the goal's bound (``bound``): the best ratio the stack allows here, median of the rounds."""
+    by_round = {(r["workload"], r["system"], r["mode"], r["round"]): r for r in rows}
     rounds = sorted({r["round"] for r in rows})
     out = []
     for workload, num, den, goal in goals:
-        values = [by_round[(workload, *num, k)] / by_round[(workload, *den, k)] for k in rounds
-                  if (workload, *num, k) in by_round and by_round.get((workload, *den, k))]
-        if values:
+        pairs = [(by_round[(workload, *num, k)], by_round[(workload, *den, k)]) for k in rounds
+                 if (workload, *num, k) in by_round and by_round.get((workload, *den, k), {}).get("jobs_per_s")]
+        if pairs:
+            values = [n["jobs_per_s"] / d["jobs_per_s"] for n, d in pairs]
             median = statistics.median(values)
+            bounds = [b for n, d in pairs if (b := bound(results or {}, workload, n, d)) is not None]
             out.append({"workload": workload, "ratio": f"{num[0]}, {num[1]} / {den[0]}", "values": values,
-                        "median": median, "goal": goal, "passed": median >= goal})
+                        "median": median, "goal": goal, "passed": median >= goal,
+                        "bound": statistics.median(bounds) if bounds else None})
     return out
+
+
+def bound(results: dict, workload: str, row: dict, against: dict) -> float | None:
+    """The best ratio any service on RQ + Flask could reach against ``against`` in this run: the machine's CPU
+    (every core busy) divided by what one of its jobs cannot avoid: the kernel (from its ceiling, measured in
+    one process a core), the stack's floor (bench.floor: an enqueue, an RQ job with nothing in it, Redis, two
+    Flask requests) and the client's CPU as measured in ``row``. A goal above it cannot be met here."""
+    floor, ceiling, cores = results.get("floor"), results.get("ceiling", {}).get(workload), results.get("cores")
+    client = row.get("cpu_ms_per_job", {}).get("client")
+    if not (floor and ceiling and cores and client is not None):
+        return None
+    job_ms = cores * 1000 / ceiling + floor["job_ms"] + client
+    return cores * 1000 / job_ms / against["jobs_per_s"]
 
 
 def _range(values: list[float], digits: int = 1) -> str:
@@ -85,13 +102,24 @@ def comparison(results: dict) -> list[str]:
         cells = [_range(summary.get((key, s, m), [])) for s, m, _ in COLUMNS]
         ceil = f"{ceilings[key]:,.1f}" if key in ceilings else "—"
         lines.append(f"| {labels[key]} | " + " | ".join(cells) + f" | {ceil} |")
-    goals = ratios(rows)
+    goals = ratios(rows, GOALS, results)
     if goals:
+        floor = results.get("floor")
         lines += ["", "**Goals (issue 14)**, ratios of jobs/s measured in the same round:", "",
-                  "| workload | ratio | measured | goal | result |", "|---|---|---:|---:|---|"]
+                  "| workload | ratio | measured | goal | result | bound here |", "|---|---|---:|---:|---|---:|"]
         for g in goals:
+            limit = "—" if g["bound"] is None else f"{g['bound']:.2f}×" + (" (goal out of reach)"
+                                                                          if g["bound"] < g["goal"] else "")
             lines.append(f"| {labels[g['workload']]} | {g['ratio']} | {_range(g['values'], 2)}× | ≥ {g['goal']:g}× |"
-                         f" {'pass' if g['passed'] else '**FAIL**'} |")
+                         f" {'pass' if g['passed'] else '**FAIL**'} | {limit} |")
+        if floor:
+            lines += ["", f"Bound here: the best ratio any service built on RQ and Flask could reach in this run, with"
+                      f" every core busy and a job costing only what none can avoid: the kernel (its ceiling's CPU a"
+                      f" job), the client's CPU as measured, and the stack's floor, {floor['job_ms']:.1f} ms a job"
+                      f" (measured with nothing in it: an enqueue {floor['enqueue_ms']:.2f} ms, RQ's SimpleWorker"
+                      f" running a job that does nothing {floor['worker_ms']:.2f} ms, Redis {floor['redis_ms']:.2f}"
+                      f" ms, and two requests to gunicorn and Flask answering a constant, {floor['request_ms']:.2f} ms"
+                      f" each; bench/floor.py). A goal above its bound cannot be met on this machine with this stack."]
         also = ratios(rows, ONE_REQUEST)
         if also:
             lines += ["", "The same against thumbor with ours in one request (the goals above are the long poll's): "

@@ -33,6 +33,10 @@ def test_benchmark_smoke_run(tmp_path):
         else:
             assert cpu["storage"] is None, row  # the original stores to a local file: no storage server
     assert [g["workload"] for g in data_ratios(data)] == ["png1"]
+    floor = data["floor"]  # the stack's floor, measured in the run: every part of it ran
+    assert floor["jobs"] == 50 and floor["requests"] > 0, floor
+    assert min(floor["enqueue_ms"], floor["worker_ms"], floor["redis_ms"], floor["request_ms"]) > 0, floor
+    assert "Bound here: " in run.stdout and "| bound here |" in run.stdout
     for backlog in data["backlog"]:
         assert backlog["succeeded"] == backlog["jobs"] == 50 and backlog["lost"] == 0, backlog
         assert backlog["unfinished"] == 0, backlog
@@ -65,6 +69,46 @@ def test_the_report_gives_the_one_request_ratios_beside_the_long_poll_goals():
     assert "| 2.8 MP JPEG → 100×100 | ours, long poll / thumbor | 1.25× | ≥ 1.5× | **FAIL** |" in text  # the goal
     assert "with ours in one request (the goals above are the long poll's): 2.8 MP JPEG → 100×100 1.55×." in text
     assert "| — | 40.0 | — | 50.0 | 62.0 | — |" in text  # its own column
+
+
+def test_a_goals_bound_is_the_machines_cpu_over_what_no_job_on_the_stack_can_avoid():
+    sys.path.insert(0, str(ROOT))
+    from bench.report import comparison, ratios
+
+    def row(workload, system, mode, rate, client=None):
+        cpu = {"total": 1.0} if client is None else {"total": 1.0, "client": client}
+        return {"workload": workload, "system": system, "mode": mode, "round": 0, "jobs_per_s": rate, "p50_ms": 1,
+                "p99_ms": 2, "failures": 0, "cpu_ms_per_job": cpu}
+
+    rows = [row("png1", "original", "polling", 125.0), row("png1", "ours", "polling", 90.0, client=4.0),
+            row("2.8mp-100", "thumbor", "sync", 50.0), row("2.8mp-100", "ours", "long poll", 60.0, client=2.0)]
+    floor = {"job_ms": 5.0, "enqueue_ms": 0.3, "worker_ms": 3.0, "redis_ms": 0.9, "request_ms": 0.4}
+    results = {"e2e": rows, "cores": 2, "floor": floor, "ceiling": {"png1": 2000.0, "2.8mp-100": 400.0}}
+    by_workload = {g["workload"]: g for g in ratios(rows, results=results)}
+    # png1: 2000 ms of CPU a second / (kernel 1 + floor 5 + client 4 ms) = 200 jobs/s, against the original's 125
+    assert by_workload["png1"]["bound"] == pytest.approx(1.6)
+    # 2.8 MP: 2000 / (5 + 5 + 2) = 166.7 jobs/s, against thumbor's 50
+    assert by_workload["2.8mp-100"]["bound"] == pytest.approx(2000 / 12 / 50)
+    text = "\n".join(comparison(results))
+    assert "| 1×1 PNG → 100×100 | ours, polling / original | 0.72× | ≥ 2× | **FAIL** | 1.60× (goal out of reach) |" \
+        in text
+    assert "| 2.8 MP JPEG → 100×100 | ours, long poll / thumbor | 1.20× | ≥ 1.5× | **FAIL** | 3.33× |" in text
+    assert "the stack's floor, 5.0 ms a job" in text
+    # without the floor (an older run, or ours not run) no bound is claimed
+    assert all(g["bound"] is None for g in ratios(rows))
+    assert "| 0.72× | ≥ 2× | **FAIL** | — |" in "\n".join(comparison({"e2e": rows}))
+
+
+@pytest.mark.e2e
+def test_the_stack_floor_runs_its_jobs_and_requests_on_real_processes(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench.floor import stack_floor
+
+    floor = stack_floor(tmp_path, 30, 0.3)
+    assert floor["jobs"] == 30 and floor["requests"] >= 8, floor  # each of the 8 clients was answered
+    assert floor["worker_ms"] > 0 and floor["redis_ms"] > 0 and floor["request_ms"] > 0, floor
+    assert floor["job_ms"] == pytest.approx(floor["enqueue_ms"] + floor["worker_ms"] + floor["redis_ms"]
+                                            + 2 * floor["request_ms"])
 
 
 def data_ratios(data):
