@@ -125,9 +125,11 @@ class Original:
 
     def start(self) -> "Original":
         self.start_workers()
+        # Not started from the checkout: gunicorn reads ./gunicorn.conf.py when it finds one, and ours (its access
+        # log, its hooks, its metrics folder, its 30 s graceful stop) is not the original design's.
         self.group.spawn("api", [str(self.bin / "gunicorn"), "--workers", str(WORKERS), "--threads", "8",
                                  "--worker-class", "gthread", "--bind", f"127.0.0.1:{self.port}",
-                                 "--log-level", "warning", "bench.original.app:api"], self.env, cwd=ROOT)
+                                 "--log-level", "warning", "bench.original.app:api"], self.env, cwd=self.results)
         wait_for(lambda: port_open("127.0.0.1", self.port), "the original's API", timeout=30)
         return self
 
