@@ -42,7 +42,7 @@ from bench.kernel import ceiling, kernel_table  # noqa: E402
 from bench.load import WORKLOADS, Client, job_for, run_load  # noqa: E402
 from bench.phases import (OPTS, PersistencePauses, backlog, children, drain, post_latency,  # noqa: E402
                           reset_peak_rss, soak, vm_hwm_mb)
-from bench.report import markdown, ms  # noqa: E402
+from bench.report import GOALS, ONE_REQUEST, markdown, ms  # noqa: E402
 
 
 # -- images ------------------------------------------------------------------------
@@ -138,17 +138,23 @@ def argv_is_default(argv: list[str] | None) -> bool:
 
 def e2e_matrix(args, systems: dict, image_dir: Path, images: dict[str, bytes], results: dict) -> None:
     by_key = {w.key: w for w in WORKLOADS}
-    results["ceiling"] = {}
+    results["ceiling"], results["kernel_cpu_ms"] = {}, {}
     if "ours" in systems:
         for key in tqdm(args.workloads, desc="kernel ceiling (ours, 2 processes)", leave=False):
             w = by_key[key]
-            results["ceiling"][key] = ceiling(images[FILES[w.image]], OPTS[w.target], 0.5 if args.smoke else 5)
-        say("the stack's floor: an RQ job and a Flask request with nothing in them...")
-        results["floor"] = stack_floor(image_dir.parent / "floor", 50 if args.smoke else 2000,
-                                       0.5 if args.smoke else 10)
-        say(f"  {results['floor']['job_ms']:.2f} ms of CPU a job (RQ worker {results['floor']['worker_ms']:.2f},"
-            f" Redis {results['floor']['redis_ms']:.2f}, enqueue {results['floor']['enqueue_ms']:.2f},"
-            f" a request {results['floor']['request_ms']:.2f})")
+            results["ceiling"][key], results["kernel_cpu_ms"][key] = ceiling(images[FILES[w.image]], OPTS[w.target],
+                                                                              0.5 if args.smoke else 5)
+        cases = [(by_key[key], mode, (image_dir / by_key[key].image).read_bytes())
+                 for key, mode in dict.fromkeys((w, num[1]) for w, num, _, _ in GOALS + ONE_REQUEST
+                                                if num[0] == "ours" and w in args.workloads and num[1] in args.modes)]
+        say("the stack's floor: an RQ job and the service's two requests with nothing in them...")
+        results["floor"] = stack_floor(image_dir.parent / "floor", cases, 50 if args.smoke else 2000,
+                                       1.0 if args.smoke else 5.0, 16 if args.smoke else None)
+        rq = results["floor"]["rq"]
+        say(f"  an RQ job {rq['job_ms']:.2f} ms of CPU (enqueue {rq['enqueue_ms']:.2f}, SimpleWorker"
+            f" {rq['worker_ms']:.2f}, Redis {rq['redis_ms']:.2f}); the requests, server + client: "
+            + ", ".join(f"{k} {v['api_ms']:.2f} + {v['client_ms']:.2f}"
+                        for k, v in results["floor"]["transport"].items()))
     rows = results["e2e"] = []
     for rnd in range(1, args.rounds + 1):
         for key in args.workloads:
