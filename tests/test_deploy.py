@@ -114,10 +114,13 @@ def test_redis_persists_and_dependencies_wait_for_health():
     assert SERVICES["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
-def test_the_api_lets_a_waiting_request_end_when_it_is_stopped():
+def test_the_api_lets_a_waiting_request_end_when_it_is_stopped(monkeypatch, tmp_path):
     """A POST ?wait= has queued its job when it waits: a stop must not cut it off before its answer."""
     from resizer.jobs import MAX_WAIT
 
+    # Read in this process, the file sets PROMETHEUS_MULTIPROC_DIR in os.environ (a folder it makes in /tmp when
+    # none is given): every stack a later test started inherited that folder, and nothing ever removed it.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     namespace: dict = {}
     exec((ROOT / "gunicorn.conf.py").read_text(), namespace)
     grace = int(SERVICES["api"]["stop_grace_period"].rstrip("s"))
