@@ -43,6 +43,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 redis = Redis(port=int(sys.argv[1]))
 queue = Queue("floor", connection=redis)
 worker = SimpleWorker([queue], connection=redis)
+import bench.floor  # noqa: E402,F401  (the jobs' module: imported before the measurement, not by the first job)
 before = resource.getrusage(resource.RUSAGE_SELF)
 worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
 after = resource.getrusage(resource.RUSAGE_SELF)
@@ -133,7 +134,9 @@ def transport_floor(workdir: Path, cases: list[tuple[Workload, str, bytes]], sec
         server = group.spawn("floor-api", [str(BIN / "gunicorn"), *GUNICORN, "-b", f"127.0.0.1:{port}",
                                            "bench.floor:floor_app()"], {**os.environ, "PYTHONPATH": str(ROOT)},
                              cwd=workdir)
-        wait_for(lambda: port_open("127.0.0.1", port), "the floor's gunicorn", timeout=60)
+        wait_for(lambda: port_open("127.0.0.1", port) or server.poll() is not None, "the floor's gunicorn", timeout=60)
+        if server.poll() is not None:
+            raise RuntimeError(f"the floor's gunicorn exited ({server.returncode}): see {workdir / 'logs'}")
         client = Client(f"http://127.0.0.1:{port}")
         for workload, mode, data in cases:
             job = job_for("ours", mode, client, workload, data)

@@ -255,8 +255,9 @@ class Stack:
         env = {**self.env, "PORT": str(self.port), "BIND_HOST": "127.0.0.1"}
         # prometheus-client's per-process files in the stack's own folder (gunicorn.conf.py empties it at each
         # start), not in a folder gunicorn makes in /tmp: that one is removed only by a master that exits
-        # cleanly, and a master SIGKILLed (a stop past its timeout, a killed runner) left it behind.
-        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.workdir / "metrics"))  # self.env holds os.environ
+        # cleanly, and a master SIGKILLed (a stop past its timeout, a killed runner) left it behind. Not one
+        # inherited from the environment either: every stack of the process would share it, each start wiping it.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         self.spawn(Proc("api", [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env,
                         restart=True))
         # gunicorn's master listens before its workers have loaded the app (seconds on a busy host):
