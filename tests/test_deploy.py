@@ -21,8 +21,9 @@ SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SETTINGS_VARS = {f.name.upper() for f in dataclasses.fields(Settings)} | {"APP_ENV"}
 # Read by gunicorn.conf.py, rq-dashboard or MinIO rather than settings.py.
-OTHER_VARS = {"PORT", "BIND_HOST", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "MINIO_ROOT_USER",
-              "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD", "TLS_HOSTNAME",
+OTHER_VARS = {"PORT", "BIND_HOST", "WEB_CONCURRENCY", "WEB_THREADS", "ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR",
+              "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "RQ_DASHBOARD_USERNAME",
+              "RQ_DASHBOARD_PASSWORD", "TLS_HOSTNAME",
               "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}  # read by glibc
 APP_SERVICES = ("api", "worker", "webhooks", "rq-dashboard")
 
@@ -125,6 +126,17 @@ def test_the_api_lets_a_waiting_request_end_when_it_is_stopped(monkeypatch, tmp_
     exec((ROOT / "gunicorn.conf.py").read_text(), namespace)
     grace = int(SERVICES["api"]["stop_grace_period"].rstrip("s"))
     assert grace > namespace["graceful_timeout"] > MAX_WAIT
+
+
+def test_the_api_keeps_its_metric_files_in_one_fixed_folder_and_the_other_services_keep_the_shared_env():
+    """gunicorn.conf.py empties a given folder at each start; one it makes for itself in /tmp is removed only on a
+    clean stop, and a container's /tmp outlives a restart after a SIGKILL: one folder more per crash."""
+    api_env = SERVICES["api"]["environment"]
+    assert api_env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    shared = COMPOSE["x-app"]["environment"]
+    assert {k: api_env[k] for k in shared} == shared  # the merge kept every shared variable
+    for name in ("worker", "webhooks", "rq-dashboard"):  # the API's alone: nothing else serves its metric files
+        assert "PROMETHEUS_MULTIPROC_DIR" not in SERVICES[name].get("environment", {}), name
 
 
 def test_worker_gets_time_for_a_warm_shutdown():
