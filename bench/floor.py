@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from bench.load import Client, Workload, job_for, run_load
+from bench.peers import start_redis
 from bench.procs import Group, _run_seconds
 from resizer.local import BIN, free_port, port_open, wait_for
 
@@ -40,7 +41,7 @@ import json, resource, sys
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
-redis = Redis(port=int(sys.argv[1]))
+redis = Redis.from_url(sys.argv[1])
 queue = Queue("floor", connection=redis)
 worker = SimpleWorker([queue], connection=redis)
 import bench.floor  # noqa: E402,F401  (the jobs' module: imported before the measurement, not by the first job)
@@ -86,15 +87,10 @@ def rq_floor(workdir: Path, jobs: int, func=noop) -> dict:
     from rq import Queue
 
     group = Group(workdir / "logs")
-    port = free_port()
-    data = workdir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    connection = Redis(port=port)
+    connection = None
     try:
-        group.spawn("floor-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                                    "--appendonly", "no", "--save", ""], dict(os.environ))
-        wait_for(lambda: port_open("127.0.0.1", port), "the floor's redis-server")
-        redis_pid = group.pid("floor-redis")
+        redis_pid, redis_url = start_redis(group, workdir, appendonly=False)
+        connection = Redis.from_url(redis_url)
         queue = Queue("floor", connection=connection)
         queue.enqueue(func, result_ttl=RESULT_TTL)  # imports and connections paid before the measurement
         redis0 = _run_seconds(redis_pid) or 0.0
@@ -103,7 +99,7 @@ def rq_floor(workdir: Path, jobs: int, func=noop) -> dict:
             queue.enqueue(func, result_ttl=RESULT_TTL)
         enqueue_s = time.thread_time() - started
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        run = subprocess.run([sys.executable, "-c", _WORKER, str(port)], capture_output=True, text=True, env=env,
+        run = subprocess.run([sys.executable, "-c", _WORKER, redis_url], capture_output=True, text=True, env=env,
                              cwd=ROOT, timeout=600)
         if run.returncode != 0:
             raise RuntimeError(f"the floor's RQ worker failed: {run.stderr[-2000:]}")
@@ -113,7 +109,8 @@ def rq_floor(workdir: Path, jobs: int, func=noop) -> dict:
                                f" ({worker['failed']} failed, {worker['left']} left): {run.stderr[-2000:]}")
         redis_s = (_run_seconds(redis_pid) or 0.0) - redis0
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
         group.stop_all()
     out = {"jobs": jobs, "succeeded": worker["succeeded"], "enqueue_ms": enqueue_s * 1000 / jobs,
            "worker_ms": worker["cpu_s"] * 1000 / (jobs + 1),  # it ran the warm-up job too
@@ -138,10 +135,8 @@ def transport_floor(workdir: Path, cases: list[tuple[Workload, str, bytes]], sec
         if server.poll() is not None:
             raise RuntimeError(f"the floor's gunicorn exited ({server.returncode}): see {workdir / 'logs'}")
         client = Client(f"http://127.0.0.1:{port}")
-        for workload, mode, data in cases:
+        for workload, mode, data in cases:  # ours' modes: job_for gives each a job
             job = job_for("ours", mode, client, workload, data)
-            if job is None:
-                continue
             # The load's first jobs (one a client) are its warm-up: both server processes have loaded the app.
             row = run_load(job, lambda: {"api": [server.pid]}, f"floor: {workload.key} {mode}", jobs, seconds)
             if row["failures"]:

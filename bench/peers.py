@@ -43,13 +43,14 @@ def venv(name: str, requirements: list[str], key: str = "") -> Path:
     return path / "bin"
 
 
-def start_redis(group: Group, workdir: Path) -> tuple[int, str]:
-    """The private redis-server every system uses (each its own database), configured as ours runs it."""
+def start_redis(group: Group, workdir: Path, appendonly: bool = True) -> tuple[int, str]:
+    """The private redis-server every system uses (each its own database), configured as ours runs it; with
+    ``appendonly=False`` one that keeps nothing on disk (the stack's floor)."""
     port = free_port()
     data = workdir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     group.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                          "--appendonly", "yes", "--save", ""], dict(os.environ))
+                          "--appendonly", "yes" if appendonly else "no", "--save", ""], dict(os.environ))
     wait_for(lambda: port_open("127.0.0.1", port), "redis-server")
     return group.pid("redis"), f"redis://127.0.0.1:{port}"
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import signal
+import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +23,7 @@ from rq.job import Job, JobStatus
 
 from bench.images import photo
 from resizer.connections import make_redis
+from resizer.local import BIN, ROOT, free_port, port_open, wait_for
 from resizer.storage import Storage, manifest_key, original_key, output_prefix
 from settings import Settings
 from tests.conftest import CORPUS, Api, dump_logs, image_bytes, start_stack, wait_until
@@ -245,22 +249,19 @@ def test_job_time_limit_fails_the_job_and_the_worker_keeps_serving(make_stack, s
     assert api.wait(api.submit(image_bytes()))["status"] == "SUCCESS"
 
 
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
 def _metrics_folders(master_pid: int) -> set:
     """The folders of the metric files the API's workers have mapped (made after exec: not in their environ)."""
-    workers = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return {Path(line.split()[-1]).parent for pid in workers for line in Path(f"/proc/{pid}/maps").read_text()
-            .splitlines() if line.rstrip().endswith(".db")}
+    return {Path(line.split()[-1]).parent for pid in _children(master_pid)
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.rstrip().endswith(".db")}
 
 
 def test_the_api_removes_the_metrics_folder_it_made_when_it_stops(make_stack, tmp_path):
     """gunicorn.conf.py makes a folder for prometheus-client's per-process files when none is given: it was left
     behind in /tmp at every stop (133 of them after a day of tests and benchmarks)."""
-    import os
-    import subprocess
-    import tempfile
-
-    from resizer.local import BIN, ROOT, free_port, port_open, wait_for
-
     stack, api = make_stack(workers=1, supervise=False)
     port = free_port()
     env = {k: v for k, v in stack.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # gunicorn as compose runs it
@@ -297,7 +298,7 @@ def test_the_local_apis_metrics_folder_is_in_its_workdir_so_a_killed_master_leav
     assert folder == stack.workdir.resolve() / "metrics" and any(folder.iterdir())
     stale = folder / "counter_999999.db"
     stale.write_bytes(b"")  # a file of a process that died with a killed master
-    workers = Path(f"/proc/{stack.procs['api'].pid}/task/{stack.procs['api'].pid}/children").read_text().split()
+    workers = _children(stack.procs["api"].pid)
     stack.kill("api")
     stack.procs["api"].popen.wait(timeout=10)
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "its workers gone", 30)
