@@ -180,6 +180,37 @@ def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
     assert meter.close()["workers"] >= 0.3
 
 
+def test_the_cpu_meter_charges_a_process_for_its_threads_that_ended():
+    """A server that runs each request in a thread of its own (Flask's development server, the original design's)
+    does its work in threads that end: each thread's schedstat alone would charge it almost nothing."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.procs import CpuMeter
+
+    burn = ("import sys, threading, time\n"
+            "def burn():\n"
+            "    t = time.thread_time()\n"
+            "    while time.thread_time() - t < 0.05: pass\n"
+            "for _ in range(10):\n"
+            "    th = threading.Thread(target=burn); th.start(); th.join()\n"
+            "print('done', flush=True)\n"
+            "sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        meter = CpuMeter(lambda: {"api": [child.pid]}, interval=0.05)
+        meter.open()
+        assert child.stdout.readline().strip() == "done"  # ten threads ran 0.05 s of CPU each, and ended
+        time.sleep(0.1)  # a sample or two after the last thread ended
+        assert meter.close()["api"] >= 0.35
+    finally:
+        child.stdin.close()
+        child.wait()
+        child.stdout.close()
+
+
 @pytest.fixture
 def fsyncing_redis(tmp_path):
     """A redis-server of its own that fsyncs its append-only file before every reply, as ours runs in the bench."""
