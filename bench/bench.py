@@ -4,7 +4,8 @@ Phases (``--only``), each printed as it runs:
   kernel   decode+resize+encode only: ours vs naive Pillow (full decode + Lanczos), time and peak memory
   e2e      the workloads of issue 14 on three systems driven by the same 8-client load (bench/load.py):
            ours (gunicorn, RQ workers, rclone serve s3), the original design (bench/original: Flask +
-           Celery) and thumbor 7.7; jobs/s, latency, CPU per job of each role read from /proc, and
+           Celery; its API on Flask's own server as it ran, and on gunicorn as the stricter comparison)
+           and thumbor 7.7; jobs/s, latency, CPU per job of each role read from /proc, and
            the ratios the goals are stated in.  Also the kernel ceiling: ours in 2 processes, no plumbing;
            and the stack's floor (bench/floor.py): an RQ job and the service's two requests with nothing in
            them, which with the kernel's CPU give each goal a ceiling estimate on this machine
@@ -87,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(PHASES), help=f"phases to run, comma-separated: {','.join(PHASES)}")
     parser.add_argument("--workload", default=None,
                         help="end-to-end workloads, comma-separated: " + ",".join(w.key for w in WORKLOADS))
-    parser.add_argument("--systems", default=None, help="ours,original,thumbor (default: all; smoke: ours,original)")
+    parser.add_argument("--systems", default=None,
+                        help="ours,original,original-gunicorn,thumbor (default: all; smoke: all but thumbor)")
     parser.add_argument("--modes", default="polling,long poll,one request,sync",
                         help="client modes: polling, long poll, one request, sync")
     parser.add_argument("--jobs", type=int, default=None, help="jobs measured per end-to-end case (smoke: 16)")
@@ -112,10 +114,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.phases) - set(PHASES)
     keys = [w.key for w in WORKLOADS]
     args.workloads = args.workload.split(",") if args.workload else (["png1", "2.8mp-100"] if args.smoke else keys)
-    args.systems = (args.systems or ("ours,original" if args.smoke else "ours,original,thumbor")).split(",")
+    args.systems = (args.systems or ("ours,original,original-gunicorn" if args.smoke
+                                     else "ours,original,original-gunicorn,thumbor")).split(",")
     args.modes = [m.strip() for m in args.modes.split(",")]
     for bad, allowed, what in ((unknown, PHASES, "phase"), (set(args.workloads) - set(keys), keys, "workload"),
-                               (set(args.systems) - {"ours", "original", "thumbor"}, ("ours", "original", "thumbor"),
+                               (set(args.systems) - set(SYSTEMS), SYSTEMS,
                                 "system")):
         if bad:
             parser.error(f"unknown {what} {', '.join(sorted(bad))}; choose from {', '.join(allowed)}")
@@ -206,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                      "argv": sys.argv[1:] if argv is None else argv,
                      "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
     say(f"load average before the run: {results['loadavg']} (other work on the machine skews every figure)")
-    from bench.peers import Original, Ours, Thumbor, start_redis
+    from bench.peers import Original, OriginalOnGunicorn, Ours, Thumbor, start_redis
     from bench.procs import Group
 
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -232,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             if need_ours:
                 systems["ours"] = Ours(tmp, redis_url, redis_pid, workers=args.ours_workers,
                                        redis_fsync=None if args.ours_redis_fsync == "shared" else args.ours_redis_fsync)
-            if "original" in args.systems and ("e2e" in phases or "backlog" in phases):
+            if {"original", "original-gunicorn"} & set(args.systems) and ("e2e" in phases or "backlog" in phases):
                 systems["original"] = Original(tmp, redis_url, redis_pid)
+                if "original-gunicorn" in args.systems and "e2e" in phases:
+                    systems["original-gunicorn"] = OriginalOnGunicorn(systems["original"])
             if "thumbor" in args.systems and "e2e" in phases:
                 systems["thumbor"] = Thumbor(tmp, image_dir)
             for system in systems.values():
@@ -307,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-ORIGINAL_NOTE = "(prefork, concurrency 2), gunicorn 2×8 threads, Redis broker and result backend"
+SYSTEMS = ("ours", "original", "original-gunicorn", "thumbor")
+ORIGINAL_NOTE = ("(prefork, concurrency 2), Redis broker and result backend; its API on Flask's own server, as it ran"
+                 " (and, as \"original on gunicorn\", under gunicorn 2×8 threads)")
 
 
 class _Skip(Exception):

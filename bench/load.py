@@ -121,7 +121,7 @@ def job_for(system: str, mode: str, client: Client, workload: Workload, data: by
         path = f"/unsafe/{'100x100' if small else '1024x0'}/{workload.image}"
         return lambda: bool(client.fetch(path))
     if mode == "polling":
-        if system == "original" and not small:
+        if system.startswith("original") and not small:
             return None  # the original made 100x100 only
         # No size: the original's (and our compatible default) 100x100, stretched.
         unique = unique_json(data, {} if small else {"width": 1024})
