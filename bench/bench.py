@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             if "backlog" in phases:
                 results["backlog"] = []
                 for name in args.backlog_systems.split(","):
-                    if name in systems:
+                    if name in systems and name in args.systems:
                         say(f"Redis memory under a backlog of {backlog_jobs} jobs ({name})...")
                         results["backlog"].append(backlog(systems[name], Client(systems[name].base),
                                                           getattr(systems[name], "redis_url", redis_url),

@@ -89,33 +89,26 @@ def _stat_seconds(pid: int, with_reaped: bool) -> float | None:
 
 
 def _run_seconds(pid: int) -> float | None:
-    """A process's own CPU time: its live threads at nanosecond resolution (schedstat of each), or, when more,
-    the whole process's in clock ticks (/proc/<pid>/stat, which also counts the threads that ended).
+    """A process's own CPU time, all its threads (also those that ended), not its children's, in nanoseconds.
 
-    /proc/<pid>/stat counts whole clock ticks (10 ms): a role that does little per job (the original's
-    Redis: ~0.4 ms a job) rounds to zero over a short window.  The threads' schedstat misses a thread that
-    ended: a server that runs each request in a thread of its own (Flask's development server) would be
-    charged almost nothing.  Each sample takes the larger of the two, so neither is lost.
+    The process's CPU-time clock (what ``clock_getcpuclockid`` gives, for any pid: ``(~pid << 3) | 2``). Not
+    /proc/<pid>/stat, which counts whole clock ticks (10 ms: a role that does little per job, the original's
+    Redis at ~0.4 ms a job, rounds to zero over a short window), nor its threads' schedstat, which loses a
+    thread that ended (a server that runs each connection in a thread of its own, Flask's, was charged almost
+    nothing). /proc/<pid>/stat only where the clock cannot be read.
     """
-    live = _live_threads_seconds(pid)
-    whole = _stat_seconds(pid, with_reaped=False)
-    if live is None or whole is None:
-        return whole if live is None else live
-    return max(live, whole)
-
-
-def _live_threads_seconds(pid: int) -> float | None:
-    total, found = 0, False
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-                found = True
-            except (OSError, ValueError, IndexError):
-                continue  # the thread ended meanwhile
+        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
     except OSError:
-        return None  # gone between listing and reading: what it ran is what the last sample saw
-    return total / 1e9 if found else None
+        return _stat_seconds(pid, with_reaped=False)
+
+
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with its pid, it names one process, as pids are reused."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def self_cpu_seconds() -> float:
@@ -138,14 +131,15 @@ class CpuMeter:
     def __init__(self, roles: Callable[[], dict[str, list[int]]], interval: float = 0.2):
         self.roles = roles
         self.interval = interval
-        self.base: dict[int, float] = {}
-        self.last: dict[int, tuple[str, float]] = {}
+        # keyed by (pid, start time): a pid reused inside the window is another process
+        self.base: dict[tuple[int, int], float] = {}
+        self.last: dict[tuple[int, int], tuple[str, float]] = {}
         self.empty: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client0 = 0.0
 
-    def _sample(self) -> dict[int, tuple[str, float]]:
+    def _sample(self) -> dict[tuple[int, int], tuple[str, float]]:
         seen = {}
         for role, roots in self.roles().items():
             if not roots:
@@ -154,8 +148,9 @@ class CpuMeter:
                 for pid in descendants(root):
                     # A process that is gone keeps the figure of the sample before (it was charged 0 s, so a
                     # worker recycled inside the window lost all it ran: 12 MP workers at 23 ms a job).
-                    if (cpu := _run_seconds(pid)) is not None:
-                        seen[pid] = (role, cpu)
+                    start = _start_time(pid)
+                    if start is not None and (cpu := _run_seconds(pid)) is not None:
+                        seen[(pid, start)] = (role, cpu)
         return seen
 
     def _loop(self) -> None:
@@ -164,7 +159,7 @@ class CpuMeter:
 
     def open(self) -> None:
         first = self._sample()
-        self.base = {pid: cpu for pid, (_, cpu) in first.items()}
+        self.base = {key: cpu for key, (_, cpu) in first.items()}
         self.last = dict(first)
         self._client0 = self_cpu_seconds()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -178,8 +173,8 @@ class CpuMeter:
             self._thread.join()
         self.last.update(self._sample())
         out: dict[str, float | None] = {role: None for role in self.empty}
-        for pid, (role, cpu) in self.last.items():
-            out[role] = (out.get(role) or 0.0) + max(0.0, cpu - self.base.get(pid, 0.0))
+        for key, (role, cpu) in self.last.items():
+            out[role] = (out.get(role) or 0.0) + max(0.0, cpu - self.base.get(key, 0.0))
         out["client"] = client
         return out
 

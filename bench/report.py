@@ -120,9 +120,13 @@ def comparison(results: dict) -> list[str]:
         ceil = f"{ceilings[key]:,.1f}" if key in ceilings else "—"
         lines.append(f"| {labels[key]} | " + " | ".join(cells) + f" | {ceil} |")
     goals = ratios(rows, GOALS, results)
+    stricter = {g["workload"]: g for g in ratios(rows, ON_GUNICORN)}
     if goals:
-        lines += ["", "**Goals (issue 14)**, ratios of jobs/s measured in the same round:", "",
-                  "| workload | ratio | measured | goal | result | ceiling estimate |", "|---|---|---:|---:|---|---:|"]
+        lines += ["", "**Goals (issue 14)**, ratios of jobs/s measured in the same round (against the original as it"
+                  " ran, on Flask's own server; the last column: against its app under gunicorn, 2 × 8 threads as"
+                  " ours, the stricter comparison):", "",
+                  "| workload | ratio | measured | goal | result | ceiling estimate | against the original on gunicorn |",
+                  "|---|---|---:|---:|---|---:|---:|"]
         for g in goals:
             if g["bound"] is None:
                 limit = "—"
@@ -130,8 +134,11 @@ def comparison(results: dict) -> list[str]:
                 limit = "— (a round beat it: the estimate is wrong)"
             else:
                 limit = f"{g['bound']:.2f}×"
+            strict = stricter.get(g["workload"]) if g["ratio"].endswith("/ original") else None
+            on_gunicorn = (f"{_range(strict['values'], 2)}× ({'pass' if strict['passed'] else 'FAIL'})" if strict
+                           else "—")
             lines.append(f"| {labels[g['workload']]} | {g['ratio']} | {_range(g['values'], 2)}× | ≥ {g['goal']:g}× |"
-                         f" {'pass' if g['passed'] else '**FAIL**'} | {limit} |")
+                         f" {'pass' if g['passed'] else '**FAIL**'} | {limit} | {on_gunicorn} |")
         rq = (results.get("floor") or {}).get("rq")
         if rq and any(g["bound"] is not None for g in goals):
             parts = "; ".join(f"{labels[g['workload']]} ({g['mode']})"
@@ -145,18 +152,17 @@ def comparison(results: dict) -> list[str]:
                       " through gunicorn and a Flask app that answers at once, server and client, with this"
                       f" client (bench/floor.py). A job at that floor: {parts}. An estimate, not a proof: another"
                       " kernel, or a design without one RQ job per image, could go past it."]
-        stricter = ratios(rows, ON_GUNICORN)
-        if stricter:
-            lines += ["", "The same against the original's app under gunicorn (2 × 8 threads, as ours; the goals above"
-                      " are against the original as it ran, on Flask's own server): "
-                      + "; ".join(f"{labels[g['workload']]} {_range(g['values'], 2)}× (goal {g['goal']:g}×:"
-                                  f" {'pass' if g['passed'] else 'FAIL'})" for g in stricter) + "."]
         also = ratios(rows, ONE_REQUEST)
         if also:
             lines += ["", "The same against thumbor with ours in one request (the goals above are the long poll's): "
                       + "; ".join(f"{labels[g['workload']]} {_range(g['values'], 2)}×" for g in also) + "."]
-    lines += ["", "Latency and CPU per job by role (ms of CPU, from /proc/<pid>/stat of each role's process tree,"
-              " sampled over the measured window; thumbor's two processes count as API; the original stores to a"
+    if not goals and stricter:  # no run of the original as it ran: the stricter comparison alone
+        lines += ["", "Against the original's app under gunicorn (2 × 8 threads, as ours; the goals are measured"
+                  " against the original as it ran, on Flask's own server, which this run did not run): "
+                  + "; ".join(f"{labels[g['workload']]} {g['ratio']} {_range(g['values'], 2)}× (goal {g['goal']:g}×:"
+                              f" {'pass' if g['passed'] else 'FAIL'})" for g in stricter.values()) + "."]
+    lines += ["", "Latency and CPU per job by role (ms of CPU, from the CPU-time clock of every process in each role's"
+              " tree, its ended threads included, sampled over the measured window; thumbor's two processes count as API; the original stores to a"
               " local file, so it has no storage server):", "",
               "| workload | system | mode | jobs/s | p50 ms | p99 ms | failed | "
               + " | ".join(n for _, n in ROLE_NAMES) + " | total |",

@@ -3,7 +3,8 @@
 The contract's compatibility shape (docs: /work/shared/design/api-v1.md): POST /api/v1/resize
 {"imageData": base64} -> 202 {"success": true, "token"}; GET /api/v1/resize/<token> ->
 {"status": PENDING|IN_PROGRESS|SUCCESS|FAILURE, "resized_image_url"}; the output is served
-from the local results folder.  Run under gunicorn: ``gunicorn bench.original.app:api``.
+from the local results folder.  Run as the original ran, on Flask's own server (``bench/original/serve.py``),
+or under gunicorn: ``gunicorn bench.original.app:api``.
 """
 
 from __future__ import annotations
