@@ -43,7 +43,10 @@ def test_benchmark_smoke_run(tmp_path):
     # checkout), with our access log and hooks, and left a metrics folder in /tmp at every run.
     assert set(Path(tempfile.gettempdir()).glob("resizer-metrics-*")) <= metrics_folders
     assert "Ceiling estimate: " in run.stdout and "| ceiling estimate |" in run.stdout
-    assert "The same against the original's app under gunicorn" in run.stdout
+    # the 1×1 goal's row carries its ratio against the original under gunicorn too, with its own verdict
+    (png1_goal,) = [line for line in run.stdout.splitlines() if line.startswith("| 1×1 PNG → 100×100 | ours, polling")]
+    assert "| against the original on gunicorn |" in run.stdout
+    assert png1_goal.endswith("× (pass) |") or png1_goal.endswith("× (FAIL) |"), png1_goal
     for backlog in data["backlog"]:
         assert backlog["succeeded"] == backlog["jobs"] == 50 and backlog["lost"] == 0, backlog
         assert backlog["unfinished"] == 0, backlog
