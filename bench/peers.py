@@ -105,11 +105,11 @@ class Ours:
 
 
 class Original:
-    """The original design as it ran: Flask's own server (``app.run``, a thread per request, one process), as the
-    original project's ``app.py`` starts it, and a Celery prefork worker, concurrency 2.
+    """The original design as it ran: Flask's own server (``app.run``, a thread per connection and a connection per
+    request, one process), as the original project's ``app.py`` starts it, and a Celery prefork worker, concurrency 2.
 
-    Its CPU per 1×1 job here (≈ 15 ms in all, the Celery worker ≈ 3) is what issue 14 measured of the original;
-    the same app under gunicorn (``OriginalOnGunicorn``, sharing this worker) costs half of it.
+    Its CPU per 1×1 job here (≈ 15 ms in all, the Celery worker ≈ 3) is consistent with what issue 14 measured of
+    the original; the same app under gunicorn (``OriginalOnGunicorn``, sharing this worker) costs about half of it.
     """
 
     name = "original"

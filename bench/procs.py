@@ -78,14 +78,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _stat_seconds(pid: int, with_reaped: bool) -> float | None:
+def _stat_seconds(pid: int) -> float | None:
+    """A process's own CPU time in clock ticks (utime + stime: all its threads, not its reaped children)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None  # gone between listing and reading
     fields = raw.rsplit(")", 1)[1].split()  # the command name may hold spaces; fields start at state (3rd)
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return (utime + stime + ((cutime + cstime) if with_reaped else 0)) / CLK_TCK
+    utime, stime = (int(x) for x in fields[11:13])
+    return (utime + stime) / CLK_TCK
 
 
 def _run_seconds(pid: int) -> float | None:
@@ -100,7 +101,7 @@ def _run_seconds(pid: int) -> float | None:
     try:
         return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
     except OSError:
-        return _stat_seconds(pid, with_reaped=False)
+        return _stat_seconds(pid)
 
 
 def _start_time(pid: int) -> int | None:

@@ -65,16 +65,18 @@ def test_benchmark_smoke_run(tmp_path):
     assert list(tmp_path.glob("*.md"))
 
 
+def _row(workload, system, mode, rate, rnd=0):
+    """An end-to-end result row as the benchmark records it, for the report's tests."""
+    return {"workload": workload, "system": system, "mode": mode, "round": rnd, "jobs_per_s": rate, "p50_ms": 1,
+            "p99_ms": 2, "failures": 0, "cpu_ms_per_job": {"total": 1.0}}
+
+
 def test_the_report_gives_the_one_request_ratios_beside_the_long_poll_goals():
     sys.path.insert(0, str(ROOT))
     from bench.report import comparison
 
-    def row(workload, system, mode, rate):
-        return {"workload": workload, "system": system, "mode": mode, "round": 0, "jobs_per_s": rate, "p50_ms": 1,
-                "p99_ms": 2, "failures": 0, "cpu_ms_per_job": {"total": 1.0}}
-
-    rows = [row("2.8mp-100", "thumbor", "sync", 40.0), row("2.8mp-100", "ours", "long poll", 50.0),
-            row("2.8mp-100", "ours", "one request", 62.0)]
+    rows = [_row("2.8mp-100", "thumbor", "sync", 40.0), _row("2.8mp-100", "ours", "long poll", 50.0),
+            _row("2.8mp-100", "ours", "one request", 62.0)]
     text = "\n".join(comparison({"e2e": rows}))
     assert "| 2.8 MP JPEG → 100×100 | ours, long poll / thumbor | 1.25× | ≥ 1.5× | **FAIL** |" in text  # the goal
     assert "with ours in one request (the goals above are the long poll's): 2.8 MP JPEG → 100×100 1.55×." in text
@@ -87,12 +89,8 @@ def test_the_goals_against_the_original_are_also_given_against_its_app_under_gun
     sys.path.insert(0, str(ROOT))
     from bench.report import comparison
 
-    def row(workload, system, mode, rate):
-        return {"workload": workload, "system": system, "mode": mode, "round": 0, "jobs_per_s": rate, "p50_ms": 1,
-                "p99_ms": 2, "failures": 0, "cpu_ms_per_job": {"total": 1.0}}
-
-    rows = [row("png1", "original", "polling", 50.0), row("png1", "original-gunicorn", "polling", 120.0),
-            row("png1", "ours", "polling", 150.0)]
+    rows = [_row("png1", "original", "polling", 50.0), _row("png1", "original-gunicorn", "polling", 120.0),
+            _row("png1", "ours", "polling", 150.0)]
     text = "\n".join(comparison({"e2e": rows}))
     # the goal, and in its last column the same ratio against the original under gunicorn, with its own verdict
     assert "| 1×1 PNG → 100×100 | ours, polling / original | 3.00× | ≥ 2× | pass | — | 1.25× (FAIL) |" in text
@@ -107,14 +105,10 @@ def test_a_goals_ceiling_estimate_is_the_machines_cpu_over_what_a_job_of_the_des
     sys.path.insert(0, str(ROOT))
     from bench.report import comparison, ratios
 
-    def row(workload, system, mode, rate, rnd=0):
-        return {"workload": workload, "system": system, "mode": mode, "round": rnd, "jobs_per_s": rate, "p50_ms": 1,
-                "p99_ms": 2, "failures": 0, "cpu_ms_per_job": {"total": 1.0}}
-
-    rows = [row("png1", "original", "polling", 125.0), row("png1", "ours", "polling", 90.0),
-            row("png1", "original", "polling", 160.0, 1), row("png1", "ours", "polling", 100.0, 1),
-            row("2.8mp-100", "thumbor", "sync", 50.0), row("2.8mp-100", "ours", "long poll", 60.0),
-            row("12mp-1024", "thumbor", "sync", 20.0), row("12mp-1024", "ours", "long poll", 30.0)]
+    rows = [_row("png1", "original", "polling", 125.0), _row("png1", "ours", "polling", 90.0),
+            _row("png1", "original", "polling", 160.0, 1), _row("png1", "ours", "polling", 100.0, 1),
+            _row("2.8mp-100", "thumbor", "sync", 50.0), _row("2.8mp-100", "ours", "long poll", 60.0),
+            _row("12mp-1024", "thumbor", "sync", 20.0), _row("12mp-1024", "ours", "long poll", 30.0)]
     floor = {"rq": {"job_ms": 3.0, "enqueue_ms": 0.3, "worker_ms": 2.0, "redis_ms": 0.7},
              "transport": {"png1|polling": {"api_ms": 1.5, "client_ms": 1.5},
                            "2.8mp-100|long poll": {"api_ms": 2.0, "client_ms": 1.0},
