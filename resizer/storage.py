@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
@@ -24,11 +25,12 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.hooks import first_non_none_response
-from botocore.utils import determine_content_length, percent_encode
+from botocore.utils import determine_content_length, get_environ_proxies, percent_encode
 
 from settings import Settings
 
 from .errors import StorageUnavailable
+from .keepalive import KeptAlive, NoAnswer
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,14 @@ class Storage:
         self._http = getattr(getattr(self.client, "_endpoint", None), "http_session", None)
         self._direct_put = bool(self._credentials and settings.s3_endpoint_url and self._http is not None)
         self._object_base = f"{self.client.meta.endpoint_url.rstrip('/')}/{self.bucket}/"
+        # Sent on kept-alive http.client connections where that is plain HTTP with no proxy (~0.35 ms of CPU
+        # instead of urllib3's ~0.6 for a 3 KB PUT); HTTPS and proxies stay with botocore's session.
+        self._kept_alive = None
+        endpoint = self.client.meta.endpoint_url
+        if self._direct_put and endpoint.startswith("http://") and not (self.client.meta.config.proxies
+                                                                         or get_environ_proxies(endpoint)):
+            self._kept_alive = KeptAlive(endpoint, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        self._endpoint_base = "{0.scheme}://{0.netloc}".format(urlsplit(endpoint))
 
     def put(self, key: str, data: bytes, content_type: str, cache_control: str | None = None,
             metadata: dict[str, str] | None = None) -> None:
@@ -136,17 +146,23 @@ class Storage:
             # Whoever answers the client's requests in its place (moto in the tests) answers this one too.
             response = first_non_none_response(self.client.meta.events.emit("before-send.s3.PutObject",
                                                                              request=prepared))
-            if response is None:
+            if response is not None:
+                status, content = response.status_code, response.content
+            elif self._kept_alive is not None:
+                status, content = self._kept_alive.send("PUT", prepared.url[len(self._endpoint_base):],
+                                                        prepared.headers, prepared.body)
+            else:
                 response = self._http.send(prepared)
-        except ReadTimeoutError as exc:
+                status, content = response.status_code, response.content
+        except (ReadTimeoutError, NoAnswer) as exc:
             raise StorageUnavailable(f"Object storage did not answer ({_describe(exc)}).") from None
         except Exception as exc:  # as botocore's endpoint does: any failure to send is the retry's to judge
             log.info("storage: a directly signed PUT of %s got no answer (%s); sending it through boto3", key, exc)
             return 0, ""
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return None
-        code = _ERROR_CODE.search(response.content or b"")
-        refusal = response.status_code, code.group(1).decode(errors="replace") if code else ""
+        code = _ERROR_CODE.search(content or b"")
+        refusal = status, code.group(1).decode(errors="replace") if code else ""
         log.info("storage: a directly signed PUT of %s was refused (HTTP %s %s); sending it through boto3", key,
                  *refusal)
         return refusal

@@ -268,3 +268,29 @@ def real_redis(redis_server):
     yield client
     client.flushdb()
     client.close()  # its pool's sockets (RQ's workers in tests share them): not left for the garbage collector
+
+
+class S3Server:
+    """``rclone serve s3`` on a fixed port and data folder, restartable with other keys (docs/operations.md)."""
+
+    def __init__(self, data, port: int):
+        self.data, self.port, self.proc = data, port, None
+
+    def start(self, *keys: tuple[str, str]) -> "S3Server":
+        import subprocess
+
+        from resizer.local import find_binary, port_open, wait_for
+
+        argv = [find_binary("rclone"), "serve", "s3", str(self.data), "--addr", f"127.0.0.1:{self.port}",
+                "--config", "/dev/null", "--log-level", "ERROR"]
+        for key_id, secret in keys:
+            argv += ["--auth-key", f"{key_id},{secret}"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open("127.0.0.1", self.port), "rclone serve s3")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None

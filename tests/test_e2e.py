@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from resizer.storage import Storage
-from tests.conftest import GOOD, ORIGINAL_PNG_B64, b64, image_bytes, wait_until
+from tests.conftest import GOOD, ORIGINAL_PNG_B64, S3Server, b64, image_bytes, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -225,38 +225,13 @@ def test_errors_raised_before_the_app_are_json_too(api):
 
 
 # -- storage credentials and presigned URLs already handed out --------------------------
-class S3Server:
-    """``rclone serve s3`` on a fixed port and data folder, restartable with other keys (docs/operations.md)."""
-
-    def __init__(self, data, port: int):
-        self.data, self.port, self.proc = data, port, None
-
-    def start(self, *keys: tuple[str, str]) -> "S3Server":
-        import subprocess
-
-        from resizer.local import find_binary, port_open, wait_for
-
-        argv = [find_binary("rclone"), "serve", "s3", str(self.data), "--addr", f"127.0.0.1:{self.port}",
-                "--config", "/dev/null", "--log-level", "ERROR"]
-        for key_id, secret in keys:
-            argv += ["--auth-key", f"{key_id},{secret}"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_open("127.0.0.1", self.port), "rclone serve s3")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 def test_outputs_are_stored_by_a_directly_signed_put_the_s3_server_checks(stack):
     """The worker's PUT, signed without boto3's client (tests/test_storage.py compares it with the client's),
     is taken by a server that checks SigV4, metadata and all; with a wrong secret the same PUT is refused."""
     from settings import Settings
 
     storage = Storage(Settings.from_env(stack.env))
+    assert storage._kept_alive is not None  # plain HTTP: sent on a kept-alive http.client connection
     key, data = f"outputs/direct/{uuid.uuid4()}/é x+1.jpg", image_bytes()
     refusals: list = []
     direct = storage._put_direct
