@@ -97,12 +97,14 @@ class Storage:
         self._http = getattr(getattr(self.client, "_endpoint", None), "http_session", None)
         self._direct_put = bool(self._credentials and settings.s3_endpoint_url and self._http is not None)
         self._object_base = f"{self.client.meta.endpoint_url.rstrip('/')}/{self.bucket}/"
-        # Sent on kept-alive http.client connections where that is plain HTTP with no proxy (~0.35 ms of CPU
-        # instead of urllib3's ~0.6 for a 3 KB PUT); HTTPS and proxies stay with botocore's session.
+        # Sent on kept-alive http.client connections where that is plain HTTP that botocore would send without a
+        # proxy (~0.32 ms of CPU instead of its session's ~0.53 for a 3 KB PUT); HTTPS and proxies stay with it.
         self._kept_alive = None
         endpoint = self.client.meta.endpoint_url
-        if self._direct_put and endpoint.startswith("http://") and not (self.client.meta.config.proxies
-                                                                         or get_environ_proxies(endpoint)):
+        proxies = self.client.meta.config.proxies
+        if proxies is None:  # botocore's own choice (endpoint.py): the client's, else the environment's
+            proxies = get_environ_proxies(endpoint)
+        if self._direct_put and endpoint.startswith("http://") and not proxies.get("http"):
             self._kept_alive = KeptAlive(endpoint, connect_timeout=connect_timeout, read_timeout=read_timeout)
         self._endpoint_base = "{0.scheme}://{0.netloc}".format(urlsplit(endpoint))
 
@@ -149,8 +151,8 @@ class Storage:
             if response is not None:
                 status, content = response.status_code, response.content
             elif self._kept_alive is not None:
-                status, content = self._kept_alive.send("PUT", prepared.url[len(self._endpoint_base):],
-                                                        prepared.headers, prepared.body)
+                status, content = self._kept_alive.put(prepared.url[len(self._endpoint_base):], prepared.headers,
+                                                       prepared.body)
             else:
                 response = self._http.send(prepared)
                 status, content = response.status_code, response.content

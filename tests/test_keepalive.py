@@ -1,28 +1,35 @@
 """The kept-alive connections that carry the worker's directly signed PUTs (resizer/keepalive.py)."""
 
+import http.client
 import socket
 import threading
+import time
 import uuid
 
 import pytest
 
+from resizer.errors import StorageUnavailable
 from resizer.keepalive import KeptAlive, NoAnswer
 from resizer.storage import Storage
 from settings import Settings
+from tests.conftest import wait_until
 
 
 class Server:
     """A minimal HTTP/1.1 server on a real socket: it records what it got and answers as told."""
 
-    def __init__(self, *, close_after: int = 0, silent: bool = False, connection_close: bool = False):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, *, close_after: int = 0, silent: bool = False, connection_close: bool = False,
+                 silent_from: int = 0, cut: bool = False, family: int = socket.AF_INET, answer: bytes = b"ok"):
+        self.sock = socket.socket(family)
+        self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.close_after, self.silent, self.connection_close = close_after, silent, connection_close
+        self.silent_from, self.cut, self.answer = silent_from, cut, answer
         self.connections = 0
         self.requests: list[tuple[str, dict, bytes]] = []
         self.threads: list[threading.Thread] = []
+        self.stopped = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -49,17 +56,24 @@ class Server:
                     headers[name.strip().lower()] = value.strip()
                 body = file.read(int(headers.get("content-length", 0)))
                 self.requests.append((line.decode("latin-1").strip(), headers, body))
-                if self.silent:
-                    threading.Event().wait(5)
+                if self.silent or (self.silent_from and len(self.requests) >= self.silent_from):
+                    self.stopped.wait(5)
+                    return
+                if self.cut:  # an answer that begins, then the connection ends
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
                     return
                 extra = b"Connection: close\r\n" if self.connection_close else b""
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + extra + b"\r\nok")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(self.answer) + extra + b"\r\n"
+                             + self.answer)
                 served += 1
                 if self.connection_close or (self.close_after and served >= self.close_after):
                     return  # as a server does with a connection idle past its keep-alive time
 
     def stop(self) -> None:
+        self.stopped.set()
         self.sock.close()
+        for thread in self.threads:
+            thread.join(5)
 
 
 @pytest.fixture
@@ -72,8 +86,8 @@ def server():
 SENDERS: list[KeptAlive] = []
 
 
-def _sender(port: int, read_timeout: float = 5.0) -> KeptAlive:
-    SENDERS.append(KeptAlive(f"http://127.0.0.1:{port}", connect_timeout=2.0, read_timeout=read_timeout))
+def _sender(port: int, read_timeout: float = 5.0, host: str = "127.0.0.1") -> KeptAlive:
+    SENDERS.append(KeptAlive(f"http://{host}:{port}", connect_timeout=5.0, read_timeout=read_timeout))
     return SENDERS[-1]
 
 
@@ -87,7 +101,7 @@ def _close_senders():
 def test_puts_share_one_connection_and_arrive_whole(server):
     sender = _sender(server.port)
     for i in range(5):
-        assert sender.send("PUT", f"/b/k{i}", {"Content-Type": "image/jpeg", "x-amz-meta-a": b"1"},
+        assert sender.put(f"/b/k{i}", {"Content-Type": "image/jpeg", "x-amz-meta-a": b"1"},
                            b"x" * (1000 * i)) == (200, b"ok")
     assert server.connections == 1
     assert [r[0] for r in server.requests] == [f"PUT /b/k{i} HTTP/1.1" for i in range(5)]
@@ -101,10 +115,10 @@ def test_a_connection_the_server_closed_is_opened_again_once():
     server = Server(close_after=1)
     try:
         sender = _sender(server.port)
-        assert sender.send("PUT", "/b/1", {}, b"a") == (200, b"ok")
+        assert sender.put("/b/1", {}, b"a") == (200, b"ok")
         # the server has closed it; the next PUT finds that out and goes again on a new connection
-        threading.Event().wait(0.05)
-        assert sender.send("PUT", "/b/2", {}, b"b") == (200, b"ok")
+        wait_until(lambda: not server.threads[0].is_alive(), "the server to close the first connection")
+        assert sender.put("/b/2", {}, b"b") == (200, b"ok")
         assert server.connections == 2 and [r[2] for r in server.requests] == [b"a", b"b"]
     finally:
         server.stop()
@@ -115,21 +129,58 @@ def test_an_answer_that_closes_the_connection_is_not_reused():
     try:
         sender = _sender(server.port)
         for i in range(3):
-            assert sender.send("PUT", f"/b/{i}", {}, b"x")[0] == 200
+            assert sender.put(f"/b/{i}", {}, b"x")[0] == 200
         assert server.connections == 3 and len(server.requests) == 3
     finally:
         server.stop()
 
 
-def test_no_answer_within_the_read_timeout_is_no_answer_and_not_sent_again():
-    server = Server(silent=True)
+@pytest.mark.parametrize("reused", [False, True])
+def test_no_answer_within_the_read_timeout_is_no_answer_and_not_sent_again(reused):
+    """Whether on a new connection or a kept one, a PUT the server took and never answered is not sent twice
+    (the server may have stored it), and the wait is the read timeout, not the connect timeout (5 s)."""
+    server = Server(silent_from=2 if reused else 1)
     try:
         sender = _sender(server.port, read_timeout=0.3)
+        if reused:
+            assert sender.put("/b/first", {}, b"x") == (200, b"ok")
+        started = time.monotonic()
         with pytest.raises(NoAnswer):
-            sender.send("PUT", "/b/slow", {}, b"x")
-        assert len(server.requests) == 1 and server.connections == 1
+            sender.put("/b/slow", {}, b"x")
+        assert time.monotonic() - started < 2.5
+        assert [r[0] for r in server.requests][-1] == "PUT /b/slow HTTP/1.1"
+        assert len(server.requests) == (2 if reused else 1) and server.connections == 1
     finally:
         server.stop()
+
+
+def test_an_answer_cut_short_is_an_error_and_not_sent_again():
+    """Once an answer has begun the server has the PUT: a connection that ends in its middle is not a reason to
+    send it again (the caller decides)."""
+    server = Server(cut=True)
+    try:
+        with pytest.raises(http.client.HTTPException):
+            _sender(server.port).put("/b/cut", {}, b"x")
+        assert len(server.requests) == 1
+    finally:
+        server.stop()
+
+
+def test_the_host_header_is_the_one_botocore_signs():
+    """SigV4 signs the Host header; http.client writes it itself (brackets for IPv6, no port 80)."""
+    from botocore.auth import _host_from_url
+
+    try:
+        server = Server(family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        _sender(server.port, host="[::1]").put("/b/k", {}, b"x")
+        assert server.requests[0][1]["host"] == _host_from_url(f"http://[::1]:{server.port}/b/k") \
+            == f"[::1]:{server.port}"
+    finally:
+        server.stop()
+
 
 
 def test_a_server_that_is_not_there_is_an_os_error():
@@ -137,13 +188,13 @@ def test_a_server_that_is_not_there_is_an_os_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused
         with pytest.raises(OSError):
-            _sender(port).send("PUT", "/b/k", {}, b"x")
+            _sender(port).put("/b/k", {}, b"x")
 
 
 def test_each_thread_has_its_own_connection(server):
     sender = _sender(server.port)
     results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(sender.send("PUT", f"/b/{i}", {}, b"x")))
+    threads = [threading.Thread(target=lambda i=i: results.append(sender.put(f"/b/{i}", {}, b"x")))
                for i in range(4)]
     for t in threads:
         t.start()
@@ -152,11 +203,26 @@ def test_each_thread_has_its_own_connection(server):
     assert results == [(200, b"ok")] * 4 and server.connections == 4
 
 
+def test_a_thread_that_ends_takes_its_connection_with_it(server):
+    import gc
+
+    sender = _sender(server.port)
+    threads = [threading.Thread(target=sender.put, args=(f"/b/{i}", {}, b"x")) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    assert server.connections == 5 and not sender._open
+    wait_until(lambda: not any(t.is_alive() for t in server.threads), "the server to see every connection closed")
+
+
 @pytest.mark.parametrize("endpoint,env,kept", [
     ("http://minio:9000", {}, True),
     ("https://s3.example.com", {}, False),  # TLS stays with botocore (its certificates)
     ("http://minio:9000", {"HTTP_PROXY": "http://proxy:3128"}, False),  # so do proxies
     ("http://minio:9000", {"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "minio"}, True),
+    ("http://minio:9000", {"HTTPS_PROXY": "http://proxy:3128"}, True),  # botocore too sends http:// directly
 ])
 def test_only_plain_http_without_a_proxy_is_sent_on_kept_alive_connections(monkeypatch, endpoint, env, kept):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY",
@@ -166,6 +232,43 @@ def test_only_plain_http_without_a_proxy_is_sent_on_kept_alive_connections(monke
         monkeypatch.setenv(name, value)
     storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": endpoint}))
     assert (storage._kept_alive is not None) is kept
+
+
+def _storage(server: Server, read_timeout: float = 5.0) -> Storage:
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": f"http://127.0.0.1:{server.port}"}),
+                      read_timeout=read_timeout)
+    SENDERS.append(storage._kept_alive)
+    return storage
+
+
+def test_a_put_that_gets_no_answer_is_storage_unavailable_without_a_second_wait():
+    server = Server(silent=True)
+    try:
+        storage = _storage(server, read_timeout=0.3)
+        with pytest.raises(StorageUnavailable):
+            storage.put("k", b"x", "image/jpeg")
+        assert len(server.requests) == 1 and "amz-sdk-request" not in server.requests[0][1]  # boto3 sent nothing
+        assert storage._direct_put
+    finally:
+        storage.client.close()
+        server.stop()
+
+
+def test_a_put_the_kept_alive_connection_could_not_send_goes_through_boto3():
+    server = Server(answer=b"")  # (botocore takes a 200 with a body it cannot parse for an error)
+    storage = _storage(server)
+
+    def refused(*_):
+        raise ConnectionRefusedError("refused")
+
+    storage._kept_alive.put = refused
+    try:
+        storage.put("k", b"x", "image/jpeg")
+        assert [("amz-sdk-request" in r[1]) for r in server.requests] == [True]  # boto3's PUT, answered 200
+        assert storage._direct_put
+    finally:
+        storage.client.close()
+        server.stop()
 
 
 def test_a_put_through_the_kept_alive_connection_is_stored(tmp_path):
@@ -183,8 +286,8 @@ def test_a_put_through_the_kept_alive_connection_is_stored(tmp_path):
     try:
         assert storage._kept_alive is not None
         sent = []
-        send = storage._kept_alive.send
-        storage._kept_alive.send = lambda *a: sent.append(send(*a)[0]) or (sent[-1], b"")
+        put = storage._kept_alive.put
+        storage._kept_alive.put = lambda *a: sent.append(put(*a)[0]) or (sent[-1], b"")
         names = [f"outputs/{uuid.uuid4()}/é {i}+.jpg" for i in range(3)]
         for i, name in enumerate(names[:2]):
             storage.put(name, bytes([i]) * 3000, "image/jpeg", None, {"resizer-record": "v1;e30="})
