@@ -78,18 +78,19 @@ class KeptAlive:
         return holder
 
     def _exchange(self, holder: _Holder, path: str, headers, body: bytes) -> tuple[int, bytes]:
-        conn = holder.conn
+        conn, response = holder.conn, None
         try:
-            try:
-                conn.request("PUT", path, body=body, headers=headers)
-                response = conn.getresponse()
-            except ConnectionError as exc:
-                # Nothing of an answer was read (RemoteDisconnected included): the server may have closed it.
-                raise _Unanswered() from exc
+            conn.request("PUT", path, body=body, headers=headers)
+            response = conn.getresponse()
             content = response.read()
         except TimeoutError:
             self._drop(holder)
             raise NoAnswer(f"no progress within the read timeout ({self.read_timeout:g} s)") from None
+        except ConnectionError as exc:
+            self._drop(holder)
+            if response is None:  # nothing of an answer was read (RemoteDisconnected included): closed while idle?
+                raise _Unanswered() from exc
+            raise
         except BaseException:
             self._drop(holder)
             raise

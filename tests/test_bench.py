@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -180,8 +181,6 @@ def test_the_clients_cpu_is_measured_below_a_clock_tick():
 def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
     """A worker recycled inside the window (ours restarts one past WORKER_MAX_RSS_MB or WORKER_MAX_JOBS) is charged
     what it ran, also when its pid is still asked for after it was reaped (the supervisor restarts it a moment later)."""
-    import subprocess
-    import sys
     import time
 
     from bench.procs import CpuMeter
@@ -204,9 +203,6 @@ def test_the_cpu_meter_keeps_what_a_process_ran_before_it_went_away():
 def test_the_cpu_meter_charges_a_process_for_its_threads_that_ended():
     """A server that runs each connection in a thread of its own (Flask's, the original design's as it ran) does
     its work in threads that end: summing its live threads alone charged it almost nothing (0.025 s of 0.5)."""
-    import subprocess
-    import sys
-
     from bench.procs import CpuMeter
 
     burn = ("import sys, threading, time\n"
@@ -218,27 +214,18 @@ def test_the_cpu_meter_charges_a_process_for_its_threads_that_ended():
             "    th = threading.Thread(target=burn); th.start(); th.join()\n"
             "print('done', flush=True)\n"
             "sys.stdin.read()\n")
-    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
-    try:
+    with _python(burn) as child:
         meter = CpuMeter(lambda: {"api": [child.pid]}, interval=0.05)
         meter.open()
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "done"  # ten threads ran 0.05 s of CPU each, and ended
         assert 0.45 <= meter.close()["api"] < 0.75
-    finally:
-        child.stdin.close()
-        child.wait()
-        child.stdout.close()
 
 
 def test_a_process_is_not_charged_for_the_children_it_reaped():
     """Children are charged as processes of their own while they live (each role's tree is sampled); once reaped,
     their CPU must not come back as their parent's, or it would count twice."""
-    import subprocess
-    import sys
-
     from bench.procs import _run_seconds
 
     parent = ("import subprocess, sys\n"
@@ -246,12 +233,18 @@ def test_a_process_is_not_charged_for_the_children_it_reaped():
               "while time.process_time() - t < 0.3: pass'], check=True)\n"
               "print('reaped', flush=True)\n"
               "sys.stdin.read()\n")
-    child = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
-    try:
+    with _python(parent) as child:
         assert child.stdout.readline().strip() == "reaped"  # its child burned 0.3 s and was waited for
         own = _run_seconds(child.pid)
         assert own is not None and own < 0.2, own  # its own start-up only
+
+
+@contextmanager
+def _python(code: str):
+    """A Python child running ``code``, its stdin and stdout piped; closing its stdin ends it."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield child
     finally:
         child.stdin.close()
         child.wait()
