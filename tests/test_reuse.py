@@ -105,7 +105,14 @@ def test_only_one_of_two_submits_takes_a_claim_over(real_redis):
 
 
 def test_fingerprints_differ_by_owner_options_and_bytes():
-    base = reuse.fingerprint("acme", SPEC, b"image")
-    assert base == reuse.fingerprint("acme", dict(reversed(list(SPEC.items()))), b"image")  # key order is no option
-    assert len({base, reuse.fingerprint("other", SPEC, b"image"), reuse.fingerprint("acme", {**SPEC, "x": 1}, b"image"),
-                reuse.fingerprint("acme", SPEC, b"imagE")}) == 4
+    image = reuse.image_digest(b"image")
+    base = reuse.fingerprint("acme", SPEC, image)
+    assert base == reuse.fingerprint("acme", dict(reversed(list(SPEC.items()))), image)  # key order is no option
+    assert len({base, reuse.fingerprint("other", SPEC, image), reuse.fingerprint("acme", {**SPEC, "x": 1}, image),
+                reuse.fingerprint("acme", SPEC, reuse.image_digest(b"imagE"))}) == 4
+
+
+def test_the_image_digest_is_blake3():
+    """The published test vector of BLAKE3 (a cryptographic hash: a tenant cannot make two uploads share one)."""
+    assert reuse.image_digest(b"").hex() == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+
