@@ -21,7 +21,8 @@ class CommandPacker:
     CPU), where redis-py's sends a large value as it is (1 ms); but redis-py's costs 1.4-6 us of Python a command
     (a job's start and ending are pipelines of a dozen or more), hiredis's 0.4-1.3. So: redis-py's for a command
     with a large value or an argument hiredis would treat otherwise (redis-py refuses bools and None, sends
-    memoryviews uncopied), hiredis's for the rest, byte for byte the same (test_connections)."""
+    memoryviews uncopied, writes an int subclass's repr), hiredis's for the rest (str, str enums such as RQ's
+    statuses, bytes, int, float), byte for byte the same (test_connections)."""
 
     def __init__(self) -> None:
         self._python = PythonRespSerializer(LARGE, Encoder("utf-8", "strict", False).encode)
@@ -29,7 +30,7 @@ class CommandPacker:
     def pack(self, *args) -> list:
         for arg in args:
             kind = arg.__class__
-            if kind is bytes or kind is str:
+            if kind is bytes or kind is str or isinstance(arg, str):  # str enums too: RQ's statuses
                 if len(arg) > LARGE:
                     return self._python.pack(*args)
             elif kind is not int and kind is not float:

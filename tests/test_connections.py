@@ -1,5 +1,9 @@
 """How every process talks to Redis."""
 
+import enum
+
+from rq.job import JobStatus
+
 from settings import Settings
 
 
@@ -17,6 +21,10 @@ def test_redis_replies_are_parsed_by_hiredis_and_large_values_are_sent_uncopied(
     assert any(part is value for part in connection._command_packer.pack("SET", "k", value))
 
 
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
 def _joined(chunks) -> bytes:
     return b"".join(bytes(chunk) for chunk in chunks)
 
@@ -29,11 +37,13 @@ COMMANDS = [
     ("SET", "k", "é", "EX", 2**40),
     ("SET", "k", b"\x00\xff\r\n" * 1500),  # 6,000 bytes: still small
     ("SET", "k", -0.0),
+    ("HSET", "rq:job:1", "status", JobStatus.STARTED),  # a str enum
     ("CONFIG GET", "appendfsync"),  # a command name with a space: split in two
     (b"CLIENT SETNAME", b"worker"),
     ("SET", "k", b"v" * 6001),  # large: redis-py's
     ("SET", "k", bytearray(b"abc")),
     ("SET", "k", memoryview(b"abc")),
+    ("SET", "k", Level.HIGH),  # an int enum: redis-py writes its repr
 ]
 
 
@@ -60,11 +70,12 @@ def test_small_commands_are_packed_by_hiredis_and_large_or_unusual_ones_by_redis
     packer = connections.CommandPacker()
     packer.pack("HSET", "rq:job:1", "status", "started", "n", 3, "score", 1.5)
     packer.pack("GET", b"k")
-    assert [args[0] for args in packed] == ["HSET", "GET"]
+    packer.pack("HSET", "rq:job:1", "status", JobStatus.FINISHED)
+    assert [args[0] for args in packed] == ["HSET", "GET", "HSET"]
     packed.clear()
     large = b"v" * 6001
     assert any(part is large for part in packer.pack("SET", "k", large))
-    for unusual in (memoryview(b"abc"), bytearray(b"abc")):
+    for unusual in (memoryview(b"abc"), bytearray(b"abc"), Level.HIGH, "s" * 6001):
         packer.pack("SET", "k", unusual)
     packer.pack("CONFIG GET", "appendfsync")
     assert packed == []
