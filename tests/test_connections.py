@@ -47,13 +47,16 @@ COMMANDS = [
 ]
 
 
-def test_the_packer_sends_what_redis_py_sends_for_every_kind_of_argument():
+def _reference():
     from redis.connection import Encoder, PythonRespSerializer
 
+    return PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+
+
+def test_the_packer_sends_what_redis_py_sends_for_every_kind_of_argument():
     from resizer.connections import CommandPacker
 
-    reference = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
-    packer = CommandPacker()
+    reference, packer = _reference(), CommandPacker()
     for command in COMMANDS:
         assert _joined(packer.pack(*command)) == _joined(reference.pack(*command)), command
 
@@ -90,3 +93,33 @@ def test_the_packer_refuses_what_redis_py_refuses():
     for value in (True, None, object()):
         with pytest.raises(DataError):
             CommandPacker().pack("SET", "k", value)
+
+
+def test_a_joined_value_is_sent_as_its_parts_and_received_as_one_string():
+    from resizer.connections import CommandPacker, Joined
+
+    reference, packer = _reference(), CommandPacker()
+    large = b"\xff\xd8" + b"x" * 10_000
+    for value in (Joined(b"header\n", large), Joined(b"header\n", b"tiny"), Joined(large, b"tail", large)):
+        command = ("SET", "resizer:original:t", value, "EX", 604800)
+        chunks = packer.pack(*command)
+        assert _joined(chunks) == _joined(reference.pack("SET", "resizer:original:t", bytes(value), "EX", 604800))
+        assert all(any(chunk is part for chunk in chunks) for part in value.parts if len(part) > 6000)
+        assert all(len(chunk) <= 6100 or chunk in value.parts for chunk in chunks)  # small pieces gathered
+
+
+def test_a_joined_value_reaches_redis_whole(redis_server):
+    from resizer.connections import Joined, make_redis
+
+    client = make_redis(Settings.from_env({"APP_ENV": "testing", "REDIS_URL": redis_server}))
+    try:
+        large = bytes(range(256)) * 100
+        with client.pipeline() as pipe:
+            pipe.set("joined", Joined(b"head\n", large))
+            pipe.strlen("joined")
+            assert pipe.execute() == [True, len(large) + 5]
+        client.set("joined", Joined(b"head\n", large))  # outside a pipeline too
+        assert client.get("joined") == b"head\n" + large
+    finally:
+        client.flushdb()
+        client.close()
