@@ -52,19 +52,31 @@ class CommandPacker:
             kind = arg.__class__
             if kind is bytes or kind is str or isinstance(arg, str):  # str enums too: RQ's statuses
                 if len(arg) > LARGE:
-                    return self._python.pack(*args)
-            elif kind is Joined:
-                return self._pack_joined(args)
-            elif kind is not int and kind is not float:
-                return self._python.pack(*args)
-        head = args[0]
-        if b" " in head if head.__class__ is bytes else " " in head:  # "CONFIG GET": redis-py splits it
-            return self._python.pack(*args)
+                    return self._slow(args)
+            elif kind is int:
+                if arg.bit_length() > 63:  # hiredis 3.5 crashes on an int whose repr Python refuses (4,300+ digits)
+                    return self._slow(args)
+            elif kind is not float:
+                return self._slow(args)
+        if len(args[0].split()) != 1:  # "CONFIG GET": redis-py splits a command name in words
+            return self._slow(args)
         return [hiredis.pack_command(args)]
 
+    def _slow(self, args: tuple) -> list:
+        for arg in args:
+            if arg.__class__ is Joined:
+                return self._pack_joined(args)
+        return self._python.pack(*args)
+
     def _pack_joined(self, args: tuple) -> list:
-        """A command (of a one-word name) with a ``Joined`` value: large parts go out as they are, like any large
-        argument; the small pieces around them are gathered into one buffer."""
+        """A command with a ``Joined`` value: large parts go out as they are, like any large argument; the small
+        pieces around them are gathered into one buffer. The rest as redis-py packs it (its command name split in
+        words, its arguments encoded by redis-py's encoder)."""
+        head = args[0]
+        if isinstance(head, str):
+            args = tuple(head.encode().split()) + args[1:]
+        elif b" " in head:
+            args = tuple(head.split()) + args[1:]
         out, buff = [], b"*%d\r\n" % len(args)
         for arg in args:
             parts = arg.parts if arg.__class__ is Joined else (self._python.encode(arg),)

@@ -44,6 +44,9 @@ COMMANDS = [
     ("SET", "k", bytearray(b"abc")),
     ("SET", "k", memoryview(b"abc")),
     ("SET", "k", Level.HIGH),  # an int enum: redis-py writes its repr
+    ("SET", "k", 2**63 - 1, -(2**63), 2**64, -(2**200)),
+    ("GET\tX",),  # whitespace in a str command name: redis-py splits it
+    (b"GET\tX",),  # not in a bytes one (only a space splits it)
 ]
 
 
@@ -93,6 +96,8 @@ def test_the_packer_refuses_what_redis_py_refuses():
     for value in (True, None, object()):
         with pytest.raises(DataError):
             CommandPacker().pack("SET", "k", value)
+    with pytest.raises(ValueError):  # an int of 4,300+ digits: Python refuses its repr (hiredis's packer crashes)
+        CommandPacker().pack("SET", "k", 10**5000)
 
 
 def test_a_joined_value_is_sent_as_its_parts_and_received_as_one_string():
@@ -101,9 +106,11 @@ def test_a_joined_value_is_sent_as_its_parts_and_received_as_one_string():
     reference, packer = _reference(), CommandPacker()
     large = b"\xff\xd8" + b"x" * 10_000
     for value in (Joined(b"header\n", large), Joined(b"header\n", b"tiny"), Joined(large, b"tail", large)):
-        command = ("SET", "resizer:original:t", value, "EX", 604800)
-        chunks = packer.pack(*command)
-        assert _joined(chunks) == _joined(reference.pack("SET", "resizer:original:t", bytes(value), "EX", 604800))
+        for key in ("resizer:original:t", "k" * 7000, memoryview(b"k")):  # small, large, of redis-py's own types
+            chunks = packer.pack("SET", key, value, "EX", 604800)
+            assert _joined(chunks) == _joined(reference.pack("SET", key, bytes(value), "EX", 604800))
+        assert _joined(packer.pack("CLIENT SETINFO", value)) == _joined(reference.pack("CLIENT SETINFO", bytes(value)))
+        chunks = packer.pack("SET", "resizer:original:t", value, "EX", 604800)
         assert all(any(chunk is part for chunk in chunks) for part in value.parts if len(part) > 6000)
         assert all(len(chunk) <= 6100 or chunk in value.parts for chunk in chunks)  # small pieces gathered
 
