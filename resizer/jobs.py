@@ -42,7 +42,7 @@ from .storage import Storage, original_key
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_PREFIX = "resizer:idem:"
-FINGERPRINT_B3 = "b3:"  # an Idempotency-Key's request fingerprint, since BLAKE3 (before: SHA-256 hex, no prefix)
+FINGERPRINT_B3 = "b3:"  # an Idempotency-Key's request fingerprint in BLAKE3 (read, not yet written: _fingerprint)
 MAX_WAIT = 20  # seconds a status request may wait for the job to end
 WAITAOF_TIMEOUT_MS = 1000
 REUSE_WAIT = 5.0  # seconds an identical submit waits for the first one's job to be queued
@@ -94,14 +94,14 @@ class Jobs:
         """Store and queue the job; ``watermarks``: the version of each mark it draws (for reuse)."""
         token = str(uuid.uuid4())
         idem = None
-        digest = reuse.image_digest(image)  # once, for both fingerprints
+        digest = reuse.image_digest(image)  # for reuse (and a BLAKE3 Idempotency-Key fingerprint, should one come)
         if idempotency_key is not None:
-            fingerprint = _fingerprint(digest, spec)
+            fingerprint = _fingerprint(image, spec)
             idem = IDEMPOTENCY_PREFIX + hashlib.sha256(f"{tenant}\0{idempotency_key}".encode()).hexdigest()
             earlier = claim(self.redis, idem, f"{token} {fingerprint}", self.settings.idempotency_ttl)
             if earlier is not None:
                 earlier_token, earlier_fingerprint = earlier.split(" ", 1)
-                if not _same_request(earlier_fingerprint, fingerprint, image, spec):
+                if not _same_request(earlier_fingerprint, fingerprint, digest, spec):
                     raise IdempotencyConflict()
                 if self._known(earlier_token, tenant) or not compare_and_set(
                         self.redis, idem, earlier, f"{token} {fingerprint}", self.settings.idempotency_ttl):
@@ -337,16 +337,19 @@ class Jobs:
         return records.render(token, record, self.storage.presigned_url, self.settings.presigned_url_ttl)
 
 
-def _fingerprint(digest: bytes, spec: JobSpec) -> str:
-    """What an Idempotency-Key's claim holds beside its token: the request it was first used with."""
-    return FINGERPRINT_B3 + blake3.blake3(digest + json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
-
-
-def _same_request(earlier: str, fingerprint: str, image: bytes, spec: JobSpec) -> bool:
-    """Is ``earlier`` (a claim's fingerprint) that of this request? A claim made by an earlier release holds a
-    SHA-256 one (no prefix): a key claimed before an upgrade and used again after it is still a replay."""
-    if earlier == fingerprint or earlier.startswith(FINGERPRINT_B3):
-        return earlier == fingerprint
+def _fingerprint(image: bytes, spec: JobSpec) -> str:
+    """What an Idempotency-Key's claim holds beside its token: the request it was first used with. Still SHA-256
+    over the bytes, the form every release reads: during a rolling upgrade (or after a rollback) a retry may reach
+    a process of the release before, which compares it as it is. BLAKE3 ones (``FINGERPRINT_B3``) are read too,
+    so a later release may write them once no release before this one runs."""
     digest = hashlib.sha256(image)
     digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    return earlier == digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _same_request(earlier: str, fingerprint: str, digest: bytes, spec: JobSpec) -> bool:
+    """Is ``earlier`` (a claim's fingerprint) that of this request, ``fingerprint``? Either form (above)."""
+    if earlier.startswith(FINGERPRINT_B3):
+        spec_json = json.dumps(spec.to_dict(), sort_keys=True).encode()
+        return earlier == FINGERPRINT_B3 + blake3.blake3(digest + spec_json).hexdigest()
+    return earlier == fingerprint

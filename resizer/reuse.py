@@ -1,9 +1,8 @@
 """Reuse of identical work: the same bytes, options and owner share one job's outputs.
 
 A submit's fingerprint is BLAKE3 over the owner (tenant), the options as
-canonical JSON and the image bytes' own BLAKE3 digest (``image_digest``: the
-upload is hashed once, for this and for an Idempotency-Key's check); different
-bytes, options or owners never match.  The first submit claims the fingerprint (``SET NX``) for as long as its
+canonical JSON and the image bytes' own BLAKE3 digest (``image_digest``);
+different bytes, options or owners never match.  The first submit claims the fingerprint (``SET NX``) for as long as its
 outputs are kept.  A later identical submit then:
 - ends at once, SUCCESS with the same stored outputs and ``reused: true``, when
   the first job has succeeded (nothing is decoded);
