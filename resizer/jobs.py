@@ -343,13 +343,16 @@ def _fingerprint(image: bytes, spec: JobSpec) -> str:
     a process of the release before, which compares it as it is. BLAKE3 ones (``FINGERPRINT_B3``) are read too,
     so a later release may write them once no release before this one runs."""
     digest = hashlib.sha256(image)
-    digest.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    digest.update(_spec_json(spec))
     return digest.hexdigest()
 
 
 def _same_request(earlier: str, fingerprint: str, digest: bytes, spec: JobSpec) -> bool:
     """Is ``earlier`` (a claim's fingerprint) that of this request, ``fingerprint``? Either form (above)."""
     if earlier.startswith(FINGERPRINT_B3):
-        spec_json = json.dumps(spec.to_dict(), sort_keys=True).encode()
-        return earlier == FINGERPRINT_B3 + blake3.blake3(digest + spec_json).hexdigest()
+        return earlier == FINGERPRINT_B3 + blake3.blake3(digest + _spec_json(spec)).hexdigest()
     return earlier == fingerprint
+
+
+def _spec_json(spec: JobSpec) -> bytes:
+    return json.dumps(spec.to_dict(), sort_keys=True).encode()

@@ -2,8 +2,8 @@
 
 A submit's fingerprint is BLAKE3 over the owner (tenant), the options as
 canonical JSON and the image bytes' own BLAKE3 digest (``image_digest``);
-different bytes, options or owners never match.  The first submit claims the fingerprint (``SET NX``) for as long as its
-outputs are kept.  A later identical submit then:
+different bytes, options or owners never match.  The first submit claims the
+fingerprint (``SET NX``) for as long as its outputs are kept.  A later identical submit then:
 - ends at once, SUCCESS with the same stored outputs and ``reused: true``, when
   the first job has succeeded (nothing is decoded);
 - follows the first job when it is still queued or running: its own job waits

@@ -2,6 +2,8 @@
 
 import enum
 
+import pytest
+from redis.exceptions import DataError
 from rq.job import JobStatus
 
 from settings import Settings
@@ -9,7 +11,7 @@ from settings import Settings
 
 def test_redis_replies_are_parsed_by_hiredis_and_large_values_are_sent_uncopied():
     """hiredis parses a 2.8 MB reply in ~1 ms where redis-py's parser takes ~9; its packer, though, copies every
-    argument into one buffer (a 2.8 MB SET: 7 ms), so commands are packed by redis-py's."""
+    argument into one buffer (a 2.8 MB SET: 7 ms), so a command with a large value is packed by redis-py's."""
     from redis._parsers import _HiredisParser
 
     from resizer.connections import make_redis
@@ -88,9 +90,6 @@ def test_small_commands_are_packed_by_hiredis_and_large_or_unusual_ones_by_redis
 
 
 def test_the_packer_refuses_what_redis_py_refuses():
-    import pytest
-    from redis.exceptions import DataError
-
     from resizer.connections import CommandPacker
 
     for value in (True, None, object()):
