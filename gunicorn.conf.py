@@ -23,6 +23,13 @@ bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000'
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 worker_class = "gthread"
+# Each worker proves it is alive by touching a file (os.utime) at every turn of its event loop: hundreds of times
+# a second under load. In the default temporary folder (on disk here and in most containers) every touch dirties
+# an inode for the filesystem's journal, and Redis's appendfsync-always fsyncs on the same disk commit that journal
+# hundreds of times a second: 1x1 jobs ran 7-13% slower with every role's CPU a job higher (docs/performance.md).
+# gunicorn's documentation recommends a tmpfs for it; /dev/shm is one on Linux and in Docker.
+HEARTBEAT_DIR = "/dev/shm"
+worker_tmp_dir = HEARTBEAT_DIR if os.path.isdir(HEARTBEAT_DIR) and os.access(HEARTBEAT_DIR, os.W_OK) else None
 timeout = 30
 # On a stop, requests in flight get this long to end: more than a POST ?wait= (or a long poll) may wait for its
 # job (MAX_WAIT, 20 s), so an accepted job's answer is not cut off; compose's stop_grace_period is longer still.

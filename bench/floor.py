@@ -27,13 +27,13 @@ import uuid
 from pathlib import Path
 
 from bench.load import Client, Workload, job_for, run_load
-from bench.peers import start_redis
+from bench.peers import HEARTBEAT_IN_MEMORY, start_redis
 from bench.procs import Group, _run_seconds
 from resizer.local import BIN, free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The API's server as gunicorn.conf.py runs it: two processes of eight threads.
-GUNICORN = ["-w", "2", "--threads", "8", "-k", "gthread", "--keep-alive", "5"]
+GUNICORN = ["-w", "2", "--threads", "8", "-k", "gthread", "--keep-alive", "5", *HEARTBEAT_IN_MEMORY]
 RESULT_TTL = 500  # seconds: the floor's jobs keep their result, as ours do (settings.RESULT_TTL)
 
 _WORKER = r"""
