@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings, "worker")
     context()  # build storage clients and load Pillow now, not in the first job
+    if args.queue == "resize":  # the jobs' module and what it imports (~80 ms, more under load), not in the first job
+        import resizer.tasks  # noqa: F401
     connection = make_redis(settings, socket_timeout=None)
     ResizeWorker.heartbeat_interval = settings.worker_heartbeat_interval
     ResizeWorker.dead_after = settings.worker_dead_after
