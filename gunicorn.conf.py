@@ -26,10 +26,21 @@ worker_class = "gthread"
 # Each worker proves it is alive by touching a file (os.utime) at every turn of its event loop: hundreds of times
 # a second under load. In the default temporary folder (on disk here and in most containers) every touch dirties
 # an inode for the filesystem's journal, and Redis's appendfsync-always fsyncs on the same disk commit that journal
-# hundreds of times a second: 1x1 jobs ran 7-13% slower with every role's CPU a job higher (docs/performance.md).
-# gunicorn's documentation recommends a tmpfs for it; /dev/shm is one on Linux and in Docker.
-HEARTBEAT_DIR = "/dev/shm"
-worker_tmp_dir = HEARTBEAT_DIR if os.path.isdir(HEARTBEAT_DIR) and os.access(HEARTBEAT_DIR, os.W_OK) else None
+# hundreds of times a second: with the file in memory, 1x1 jobs ran 7-13% faster (docs/performance.md). gunicorn's
+# documentation recommends a tmpfs for it; /dev/shm is one on Linux and in Docker. Used only if a file can be made
+# there now (it may be missing, read-only or full): else gunicorn's default.
+def _heartbeat_dir(folder: str = "/dev/shm") -> str | None:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return folder
+    except OSError:
+        return None
+
+
+worker_tmp_dir = _heartbeat_dir()
+# gunicorn's control socket (runtime management with gunicornc) is not used here: no admin socket in
+# $HOME/.gunicorn, which every server on a host would share and which the image's user cannot create.
+control_socket_disable = True
 timeout = 30
 # On a stop, requests in flight get this long to end: more than a POST ?wait= (or a long poll) may wait for its
 # job (MAX_WAIT, 20 s), so an accepted job's answer is not cut off; compose's stop_grace_period is longer still.

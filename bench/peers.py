@@ -25,7 +25,8 @@ WORKERS = 2
 THUMBOR_REQUIREMENT = "thumbor>=7.7,<7.8"  # the latest 7.7.x
 # gunicorn servers of the benchmark (the original's, the floor's) keep their workers' liveness file where ours does
 # (gunicorn.conf.py): in memory, not on the disk whose journal Redis's fsyncs commit.
-HEARTBEAT_IN_MEMORY = ["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []
+HEARTBEAT_IN_MEMORY = ["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
+    else []
 
 
 def venv(name: str, requirements: list[str], key: str = "") -> Path:
