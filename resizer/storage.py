@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSPreparedRequest, AWSRequest, HTTPHeaders
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
@@ -29,6 +29,7 @@ from botocore.utils import determine_content_length, get_environ_proxies, percen
 
 from settings import Settings
 
+from . import sigv4
 from .errors import StorageUnavailable
 from .keepalive import KeptAlive, NoAnswer
 
@@ -51,6 +52,16 @@ def _no_continue_for_small_bodies(params, **_) -> None:
 
 # Refusals of a directly signed PUT that say nothing about how it was made: the client's PUT may well succeed.
 _PASSING_REFUSALS = ("RequestTimeout", "OperationAborted", "NoSuchBucket", "SlowDown", "RequestTimeTooSkewed")
+
+
+def _signer(settings: Settings, region: str | None, base_url: str) -> sigv4.Signer | None:
+    """``sigv4``'s signer where it makes what botocore's would: static keys (a session token, or keys resolved by
+    boto3 from its chain, are botocore's), a region, and object URLs that are ``scheme://host[:port]/path``."""
+    parts = urlsplit(base_url)
+    if not (settings.s3_access_key_id and settings.s3_secret_access_key and region) or parts.query or \
+            parts.fragment or parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return sigv4.Signer(settings.s3_access_key_id, settings.s3_secret_access_key, region)
 
 
 class Storage:
@@ -89,6 +100,12 @@ class Storage:
                              if settings.s3_access_key_id and settings.s3_secret_access_key else None)
         self._presign_base = f"{self.signer.meta.endpoint_url.rstrip('/')}/{self.bucket}/"
         self._region = self.signer.meta.region_name
+        # With static keys and no session token, both signatures a job needs (the output's PUT, each presigned URL)
+        # are made by ``sigv4`` from their parts: the same bytes as botocore's signers, in ~1/7 of the CPU.
+        self._presigner = _signer(settings, self._region, self._presign_base)
+        self._presign_origin = "{0.scheme}://{0.netloc}".format(urlsplit(self._presign_base))
+        self._presign_host = sigv4.host_of(self._presign_base)
+        self._put_signer = _signer(settings, self.client.meta.region_name, self.client.meta.endpoint_url)
         # A PUT through the client costs ~2.2 ms of CPU for a 3 KB output (parameter validation and
         # serialization, endpoint rules, a dozen event hooks); most jobs make one. The same request signed by
         # botocore's S3 SigV4 signer and sent on the client's own connection pool costs ~1.1 ms. Only with
@@ -97,6 +114,7 @@ class Storage:
         self._http = getattr(getattr(self.client, "_endpoint", None), "http_session", None)
         self._direct_put = bool(self._credentials and settings.s3_endpoint_url and self._http is not None)
         self._object_base = f"{self.client.meta.endpoint_url.rstrip('/')}/{self.bucket}/"
+        self._object_host = sigv4.host_of(self._object_base)
         # Sent on kept-alive http.client connections where that is plain HTTP that botocore would send without a
         # proxy (~0.32 ms of CPU instead of its session's ~0.53 for a 3 KB PUT); HTTPS and proxies stay with it.
         self._kept_alive = None
@@ -139,11 +157,17 @@ class Storage:
             headers["Cache-Control"] = cache_control
         for name, value in (metadata or {}).items():
             headers[f"x-amz-meta-{name}"] = value
-        request = AWSRequest(method="PUT", url=self._object_base + percent_encode(key, safe="/~"), data=data,
-                             headers=headers)
-        request.context["client_config"] = self.client.meta.config  # UNSIGNED-PAYLOAD, as the client signs it
-        S3SigV4Auth(self._credentials, "s3", self.client.meta.region_name).add_auth(request)
-        prepared = request.prepare()
+        url = self._object_base + percent_encode(key, safe="/~")
+        if self._put_signer is not None:
+            path = url[len(self._endpoint_base):]
+            self._put_signer.sign_headers("PUT", self._object_host, path, headers, sigv4.timestamp())
+            headers["Content-Length"] = str(len(data))
+            prepared = AWSPreparedRequest("PUT", url, HTTPHeaders.from_dict(headers), data, False)
+        else:
+            request = AWSRequest(method="PUT", url=url, data=data, headers=headers)
+            request.context["client_config"] = self.client.meta.config  # UNSIGNED-PAYLOAD, as the client signs it
+            S3SigV4Auth(self._credentials, "s3", self.client.meta.region_name).add_auth(request)
+            prepared = request.prepare()
         try:
             # Whoever answers the client's requests in its place (moto in the tests) answers this one too.
             response = first_non_none_response(self.client.meta.events.emit("before-send.s3.PutObject",
@@ -231,7 +255,11 @@ class Storage:
         if self._credentials is None:
             return self.signer.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
                                                       ExpiresIn=ttl)
-        request = AWSRequest(method="GET", url=self._presign_base + percent_encode(key, safe="/~"))
+        url = self._presign_base + percent_encode(key, safe="/~")
+        if self._presigner is not None:
+            return self._presigner.presign_get(self._presign_origin, self._presign_host,
+                                               url[len(self._presign_origin):], int(ttl), sigv4.timestamp())
+        request = AWSRequest(method="GET", url=url)
         S3SigV4QueryAuth(self._credentials, "s3", self._region, expires=ttl).add_auth(request)
         return request.url
 
