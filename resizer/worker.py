@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import redis
 from rq.executions import Execution
 from rq.job import Job, JobStatus, _job_stack
 from rq.queue import Queue
@@ -132,50 +133,81 @@ class ResizeWorker(SimpleWorker):
         self._retire_if_grown(job)
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry) -> None:
-        """RQ's, whose transaction also carries what the job's success joined to it (its published result:
-        ``endings``) and the worker's state "idle" and its renewal (cleanup_execution). RQ raises if that
-        transaction fails (and ends the job as a failure, so it is retried or ended by ``on_failure``): past
-        it, all of them went through, and what the job asked to run once its result is out runs now."""
+        """RQ's (``_end_success``), whose transaction also carries what the job's success joined to it (its
+        published result: ``endings``) and the worker's state "idle" and its renewal (cleanup_execution). If that
+        transaction fails this raises, and RQ ends the job as a failure (so it is retried or ended by
+        ``on_failure``): past it, all of them went through, and what the job asked to run once its result is out
+        runs now. Jobs that waited for this one (identical work that follows it: ``reuse``) are queued last."""
         self._ending_success, self._ending_execution = True, None
         try:
-            super().handle_job_success(job, queue, started_job_registry)
+            waiting = self._end_success(job, queue)
         except BaseException:
             # RQ forgot the execution before its ending was sent: the failure's cleanup must still remove it from
             # the started registry, or RQ would find it there later, "abandoned", and run or end the job again.
-            self.execution = self._ending_execution
+            self.execution = self._ending_execution or self.execution
             raise
         finally:
             self._ending_success, self._ending_execution = False, None
         self._idle_in_ending = True
         context().ending.done()
+        if waiting:
+            try:
+                queue.enqueue_dependents(job)  # RQ's, in a WATCHed transaction of its own: each is queued once
+            except redis.exceptions.RedisError as exc:  # the reconciler queues them (reuse.release_follower)
+                log.warning("job %s ended, but the jobs waiting for it were not queued yet: %s", job.id, exc)
+
+    def _end_success(self, job: Job, queue: Queue) -> bool:
+        """RQ's ``handle_job_success`` (rq 2.12, guarded by test_worker) in one round trip instead of three:
+        True if jobs wait for this one.
+
+        RQ WATCHes the job's set of dependents and reads it (two round trips, each waiting for the fsync of the
+        pass it is served in where Redis keeps what it acknowledges), queues the dependents in its ending and
+        sends the ending, again if the set changed meanwhile. Here the set is read inside the ending's
+        transaction: a job that registered as a dependent before it is in the reply and is queued after it; one
+        that registers after it finds this job finished, and RQ queues it at once (RQ's enqueue WATCHes the
+        job it depends on, which the ending changes)."""
+        with self.connection.pipeline() as pipeline:
+            pipeline.multi()
+            pipeline.smembers(job.dependents_key)  # its reply first
+            self.increment_successful_job_count(pipeline=pipeline)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                execution = self.execution
+                job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
+                                    execution_id=execution.id if execution else None,
+                                    execution_started_at=execution.created_at if execution else None,
+                                    execution_ended_at=job.ended_at)
+            if job.repeats_left is not None and job.repeats_left > 0:
+                from rq.repeat import Repeat
+
+                Repeat.schedule(job, queue, pipeline=pipeline)
+            else:
+                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+            self.cleanup_execution(job, pipeline=pipeline)
+            replies = pipeline.execute()
+        self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
+        if self.log_job_description:  # RQ's two messages
+            self.log.info("Successfully completed %s job in %ss on worker %s", job.description,
+                          job.ended_at - job.started_at, self.name)
+        else:
+            self.log.info("Successfully completed job %s in %ss on worker %s", job.id, job.ended_at - job.started_at,
+                          self.name)
+        return bool(replies[0])
 
     def cleanup_execution(self, job: Job, pipeline) -> None:
         """RQ's; in a success's ending, also the state "idle" and the key's full TTL again (the job's start
         shortened it), instead of a write of their own after it. The state is written to Redis only: to itself
         the worker stays busy until the ending is sent, so that a SIGTERM meanwhile waits for the job (RQ's
         handler stops at once unless the worker is busy)."""
-        if self._ending_success:  # (again, after a WatchError: RQ set the execution to None the first time)
-            self.execution = self._ending_execution = self.execution or self._ending_execution
+        if self._ending_success:
+            self._ending_execution = self.execution  # RQ's cleanup forgets it (see handle_job_success)
         super().cleanup_execution(job, pipeline)
         if self._ending_success:
             context().ending.queue(pipeline)
             pipeline.hset(self.key, "state", WorkerStatus.IDLE)
             super().heartbeat(None, pipeline)
             pipeline.exists(WORKERS_SUSPENDED)  # the check before the next dequeue: its reply is the last
-            self._read_suspension_from(pipeline)
-
-    def _read_suspension_from(self, pipeline) -> None:
-        """Keep the reply of the ending's last command (RQ sends the ending and ignores its replies)."""
-        if getattr(pipeline, "_resizer_reads_suspension", False):
-            return  # the ending is sent again after a WatchError: the same pipeline, already reading
-        send = pipeline.execute
-
-        def execute(*args, **kwargs):
-            replies = send(*args, **kwargs)
-            self._suspended_at_ending, self._suspension_read_at = bool(replies[-1]), _monotonic()
-            return replies
-
-        pipeline.execute, pipeline._resizer_reads_suspension = execute, True
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's, with RQ's ``prepare_execution`` (the execution's record and the state "busy", a round trip that
@@ -300,7 +332,7 @@ class JobEnding:
         return True
 
     def queue(self, pipeline) -> None:
-        """Into RQ's ending transaction (again on each attempt of it: RQ retries it after a WatchError)."""
+        """Into the ending's transaction (``ResizeWorker._end_success``)."""
         for commands in self._commands or ():
             commands(pipeline)
 

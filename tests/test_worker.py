@@ -101,20 +101,25 @@ AT_DEQUEUE: list[tuple] = []  # the worker's state and its key's TTL in Redis wh
 TTL_IN_JOB: list[int] = []  # the running job's key's TTL, seen from inside the job
 
 
-def record_run(suspend: bool = False, fail: bool = False, probe_ttl: bool = False) -> None:
+def record_run(suspend: bool = False, fail: bool = False, probe_ttl: bool = False, follower: bool = False) -> None:
     RAN.append(len(TRIPS))
+    if follower:  # a job that waits for this one, queued while this one runs (as an identical upload's is)
+        from rq import get_current_job
+
+        job = get_current_job()
+        Queue("t", connection=job.connection).enqueue(f"{__name__}.record_run", depends_on=job)
     if probe_ttl:
         from rq import get_current_job
 
         job = get_current_job()
         TTL_IN_JOB.append(job.connection.ttl(job.key))
-    if fail:
-        raise RuntimeError("this job fails")
     if suspend:  # as `rq suspend` does
         from rq import get_current_job
         from rq.suspension import suspend as suspend_workers
 
         suspend_workers(get_current_job().connection)
+    if fail:
+        raise RuntimeError("this job fails")
 
 
 @pytest.fixture
@@ -164,21 +169,37 @@ def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
     return work(real_redis), queue
 
 
-def test_a_job_costs_the_worker_six_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
-    """WATCH and SMEMBERS of dependents, the ending (with the state "idle", the renewal and the `rq suspend`
-    check), the dequeue, the fetch and the start (with the PERSIST RQ's Job.perform sends alone): 6, of which
+def test_a_job_costs_the_worker_four_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
+    """The ending (with its read of the job's dependents, the state "idle", the renewal and the `rq suspend`
+    check), the dequeue, the fetch and the start (with the PERSIST RQ's Job.perform sends alone): 4, of which
     three write (the ending, the dequeue, the start). It was 13: the execution's record before the start, the
     job's heartbeat after it ran, the state, a renewal, the suspension check and the PERSIST each on their own,
-    and one more renewal before the dequeue. Where Redis keeps what it acknowledges, every write waits for an
-    fsync, and every round trip for the fsync of the pass it is served in."""
+    one more renewal before the dequeue, and RQ's WATCH and SMEMBERS of the dependents before its ending. Where
+    Redis keeps what it acknowledges, every write waits for an fsync, and every round trip for the fsync of the
+    pass it is served in."""
     run_burst(real_redis, [{}] * 4)
     assert len(RAN) == 4
     for a, b in zip(RAN[1:], RAN[2:]):
         trips = counted[a:b]
-        assert [trip[0].split()[0] for trip in trips] == [
-            "WATCH", "SMEMBERS", "HINCRBY", "LMOVE", "HGETALL", "HSET"], trips
-        reads = ("WATCH", "SMEMBERS", "HGETALL")
-        assert len([trip for trip in trips if trip[0].split()[0] not in reads]) == 3
+        assert [trip[0].split()[0] for trip in trips] == ["SMEMBERS", "LMOVE", "HGETALL", "HSET"], trips
+        assert trips[0][1].startswith("HINCRBY ") and trips[0][-1] == "EXISTS rq:suspended"  # one transaction
+        assert len([trip for trip in trips if trip[0].split()[0] != "HGETALL"]) == 3
+
+
+def test_jobs_that_wait_for_a_job_are_queued_after_its_ending(real_redis, counted):
+    """The ending reads the job's dependents in its own transaction (RQ read them before it, WATCHing them): a
+    job queued to wait for it before it ran, and one queued while it ran, are both queued once it has ended."""
+    from rq.job import Job
+
+    queue = Queue("t", connection=real_redis)
+    first = queue.enqueue(f"{__name__}.record_run", follower=True)
+    waiting = queue.enqueue(f"{__name__}.record_run", depends_on=first)
+    assert waiting.get_status() == "deferred"
+    work(real_redis)
+    assert len(RAN) == 3  # the first, then the one queued before it ran and the one queued while it ran
+    finished = [Job.fetch(i, connection=real_redis) for i in queue.finished_job_registry.get_job_ids()]
+    assert len(finished) == 3 and {job.get_status() for job in finished} == {"finished"}
+    assert real_redis.scard(first.dependents_key) == 0
 
 
 def test_a_job_runs_with_its_key_persisted_by_its_start(real_redis, counted):
@@ -232,11 +253,11 @@ def test_a_suspension_seen_at_a_jobs_end_stops_the_worker_before_the_next_job(re
     assert len(RAN) == 1 and queue.count == 1
 
 
-def test_without_the_endings_reply_the_worker_asks_for_a_suspension_itself(real_redis, counted, monkeypatch):
-    """Fail-safe: if the ending's reply was not read (RQ sent it some other way), RQ's own check runs."""
-    monkeypatch.setattr(ResizeWorker, "_read_suspension_from", lambda self, pipeline: None)
-    _, queue = run_burst(real_redis, [{"suspend": True}, {}])
+def test_after_a_failed_job_the_worker_asks_for_a_suspension_itself(real_redis, counted):
+    """A failure's ending is RQ's, which asks nothing: the worker's own check after it sees `rq suspend`."""
+    _, queue = run_burst(real_redis, [{"suspend": True, "fail": True}, {}])
     assert len(RAN) == 1 and queue.count == 1  # it stopped before the next job
+    assert ("EXISTS rq:suspended",) in [trip[-1:] for trip in counted]
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -319,11 +340,28 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
         "pipeline.lrem(queue.intermediate_queue_key, 1, job.id)", "pipeline.execute()",
         "msg = 'Processing {0} from {1} since {2}'",
         "self.procline(msg.format(job.func_name, job.origin, time.time()))"]
-    # a success's ending carries the state "idle" and the renewal through cleanup_execution: RQ must call it
-    # before it sends the ending, and raise if the ending fails (worker.py counts on both)
-    success = inspect.getsource(BaseWorker.handle_job_success)
-    assert -1 < success.find("self.cleanup_execution(job, pipeline=pipeline)") < success.find("pipeline.execute()")
-    assert "except redis.exceptions.WatchError:" in success and "suppress(" not in success
+    # ResizeWorker._end_success is RQ's handle_job_success with the dependents read inside its transaction
+    assert statements(BaseWorker.handle_job_success) == [
+        "with self.connection.pipeline() as pipeline:", "while True:", "try:",
+        "pipeline.watch(job.dependents_key)", "queue.enqueue_dependents(job, pipeline=pipeline)",
+        "if not pipeline.explicit_transaction:", "pipeline.multi()",
+        "self.increment_successful_job_count(pipeline=pipeline)",
+        "self.increment_total_working_time(job.ended_at - job.started_at, pipeline)  # type: ignore",
+        "result_ttl = job.get_result_ttl(self.default_result_ttl)", "if result_ttl != 0:",
+        "execution_id = self.execution.id if self.execution else None",
+        "execution_started_at = self.execution.created_at if self.execution else None", "job._handle_success(",
+        "result_ttl,", "pipeline=pipeline,", "worker_name=self.name,", "execution_id=execution_id,",
+        "execution_started_at=execution_started_at,", "execution_ended_at=job.ended_at,", ")",
+        "if job.repeats_left is not None and job.repeats_left > 0:", "from ..repeat import Repeat", "self.log.info(",
+        "'Worker %s: job %s scheduled to repeat (%s left)', self.name, job.id, job.repeats_left", ")",
+        "Repeat.schedule(job, queue, pipeline=pipeline)", "else:",
+        "job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)",
+        "self.cleanup_execution(job, pipeline=pipeline)", "pipeline.execute()", "assert job.started_at",
+        "assert job.ended_at", "time_taken = job.ended_at - job.started_at", "if self.log_job_description:",
+        "self.log.info(", "'Successfully completed %s job in %ss on worker %s', job.description, time_taken, self.name",
+        ")", "else:", "self.log.info(",
+        "'Successfully completed job %s in %ss on worker %s', job.id, time_taken, self.name", ")", "break",
+        "except redis.exceptions.WatchError:", "continue"]
     assert statements(executions.cleanup_execution) == [
         "logger.debug('Cleaning up execution of job %s', job.id)", "worker.set_current_job_id(None, pipeline=pipeline)",
         "if worker.execution is not None:", "worker.execution.delete(job=job, pipeline=pipeline)",
@@ -338,14 +376,13 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
     assert -1 < failed.find("job._status = JobStatus.FAILED") < failed.find("self.handle_execution_ended(") \
         < failed.find("job.execute_failure_callback(")
     # ResizeJob.perform is RQ's without its PERSIST (the start sends it), and RQ dequeues with the worker's job
-    # class; the success's ending's replies: RQ sends it with pipeline.execute() (cleanup_execution reads them)
+    # class
     from rq.job import Job
 
     assert statements(Job.perform) == [
         "self.connection.persist(self.key)", "_job_stack.push(self)", "try:", "self._result = self._execute()",
         "finally:", "assert self is _job_stack.pop()", "return self._result"]
     assert "job_class=self.job_class" in inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
-    assert success.count("pipeline.execute()") == 1
     # a SIGTERM waits for the job only while the worker is busy: it stays busy to itself until its ending is sent
     assert "if self.get_state() == WorkerStatus.BUSY:" in inspect.getsource(BaseWorker._shutdown)
     # _retire_if_grown stops the worker as a warm shutdown does: RQ's loop must look at the flag before it dequeues
