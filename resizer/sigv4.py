@@ -27,6 +27,8 @@ UNSIGNED_HEADERS = frozenset({
     "traceparent", "tracestate", "trailer", "transfer-encoding", "upgrade", "user-agent", "x-amzn-trace-id",
 })
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Headers botocore's signer replaces or removes before it signs: a request carrying any of them is botocore's to sign.
+REPLACED_HEADERS = frozenset({"authorization", "date", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"})
 
 
 def timestamp() -> str:
@@ -77,7 +79,11 @@ class Signer:
 
     def sign_headers(self, method: str, host: str, path: str, headers: dict[str, str], amz_date: str) -> None:
         """Add ``X-Amz-Date``, ``X-Amz-Content-SHA256`` (unsigned payload) and ``Authorization`` to ``headers``:
-        the headers of a request to ``path`` (percent-encoded, without a query) with an unsigned payload."""
+        the headers of a request to ``path`` (percent-encoded, without a query) with an unsigned payload. Raises
+        ValueError for headers botocore would replace (``REPLACED_HEADERS``) or a name with spaces around it."""
+        for name in headers:
+            if name.lower() in REPLACED_HEADERS or name != name.strip():
+                raise ValueError(f"header {name!r} is botocore's to sign")
         headers["X-Amz-Date"] = amz_date
         headers["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
         signed: dict[str, list[str]] = {}

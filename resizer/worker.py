@@ -138,6 +138,11 @@ class ResizeWorker(SimpleWorker):
         transaction fails this raises, and RQ ends the job as a failure (so it is retried or ended by
         ``on_failure``): past it, all of them went through, and what the job asked to run once its result is out
         runs now. Jobs that waited for this one (identical work that follows it: ``reuse``) are queued last."""
+        if job.get_result_ttl(self.default_result_ttl) == 0:
+            # Nothing kept: RQ's cleanup deletes the dependents' set in the ending itself, so RQ queues them in it.
+            # (Its ending's replies are not read: the worker asks for `rq suspend` on its own after it.)
+            super().handle_job_success(job, queue, started_job_registry)
+            return
         self._ending_success, self._ending_execution = True, None
         try:
             waiting = self._end_success(job, queue)
@@ -153,8 +158,11 @@ class ResizeWorker(SimpleWorker):
         if waiting:
             try:
                 queue.enqueue_dependents(job)  # RQ's, in a WATCHed transaction of its own: each is queued once
-            except redis.exceptions.RedisError as exc:  # the reconciler queues them (reuse.release_follower)
-                log.warning("job %s ended, but the jobs waiting for it were not queued yet: %s", job.id, exc)
+            except Exception as exc:  # the job has ended: nothing here may turn it into a failure
+                # The only jobs that wait for another are identical uploads following it (reuse): the reconciler
+                # queues those (reuse.release_follower), as it does if the worker dies right after the ending.
+                log.warning("job %s ended, but the jobs waiting for it were not queued yet (the reconciler will): %s",
+                            job.id, exc)
 
     def _end_success(self, job: Job, queue: Queue) -> bool:
         """RQ's ``handle_job_success`` (rq 2.12, guarded by test_worker) in one round trip instead of three:
@@ -165,7 +173,9 @@ class ResizeWorker(SimpleWorker):
         sends the ending, again if the set changed meanwhile. Here the set is read inside the ending's
         transaction: a job that registered as a dependent before it is in the reply and is queued after it; one
         that registers after it finds this job finished, and RQ queues it at once (RQ's enqueue WATCHes the
-        job it depends on, which the ending changes)."""
+        job it depends on, which the ending changes). The queueing is no longer in the ending's transaction:
+        if the worker dies between the two, the reconciler queues them (only followers of identical work wait
+        for another job here)."""
         with self.connection.pipeline() as pipeline:
             pipeline.multi()
             pipeline.smembers(job.dependents_key)  # its reply first
@@ -181,6 +191,7 @@ class ResizeWorker(SimpleWorker):
             if job.repeats_left is not None and job.repeats_left > 0:
                 from rq.repeat import Repeat
 
+                self.log.info("Worker %s: job %s scheduled to repeat (%s left)", self.name, job.id, job.repeats_left)
                 Repeat.schedule(job, queue, pipeline=pipeline)
             else:
                 job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)

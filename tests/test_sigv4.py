@@ -56,3 +56,12 @@ def test_headers_are_signed_as_botocore_signs_them(monkeypatch):
                                       ("http://[::1]:9000/b", "[::1]:9000"), ("http://user:pw@h:1/b", "h:1")])
 def test_the_host_signed_is_the_one_botocore_signs(url, host):
     assert sigv4.host_of(url) == host == botocore.auth._host_from_url(url)
+
+
+@pytest.mark.parametrize("name", ["Date", "authorization", "X-Amz-Date", "x-amz-content-sha256",
+                                  "X-Amz-Security-Token", " Content-Type"])
+def test_headers_botocore_would_replace_are_refused_not_signed_otherwise(name):
+    """botocore drops or rewrites these before signing (a Date header even replaces X-Amz-Date): signing them
+    as they are would make another signature than its, so the caller must leave such a request to it."""
+    with pytest.raises(ValueError):
+        sigv4.Signer("AKID", "secret", "eu-west-3").sign_headers("PUT", "h", "/b/k", {name: "v"}, "20261130T000000Z")

@@ -83,6 +83,33 @@ def test_presigned_urls_are_the_ones_the_s3_client_makes(monkeypatch, endpoint, 
     assert by_botocore and ours == theirs
 
 
+@pytest.mark.parametrize("env", [{"S3_ENDPOINT_URL": "http://minio:9000/a%7Eb/"},  # paths botocore encodes otherwise
+                                 {"S3_ENDPOINT_URL": "http://minio:9000/a b/"}])
+def test_where_the_direct_signer_would_differ_the_client_presigns(monkeypatch, env):
+    """Checked once at start against the client's own URL: where they differ, the client makes every URL."""
+    import datetime
+
+    import botocore.auth
+
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000", **env}))
+    assert storage._presigner is None
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: datetime.datetime(2026, 11, 30, 1))
+    theirs = storage.signer.generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": "o/k"},
+                                                   ExpiresIn=60)
+    assert storage.presigned_url("o/k", 60) == theirs
+
+
+def test_a_lifetime_that_is_not_an_int_is_presigned_by_the_client(monkeypatch):
+    """botocore writes the lifetime as str() makes it (900.0): such a URL is the client's to make."""
+    import datetime
+
+    import botocore.auth
+
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000"}))
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: datetime.datetime(2026, 11, 30, 1))
+    assert "X-Amz-Expires=900.0&" in storage.presigned_url("o/k", 900.0)
+
+
 def test_presigned_urls_match_the_s3_client_for_any_key_region_lifetime_and_instant(monkeypatch):
     """Random keys (any character a key may hold), regions, lifetimes and instants, across midnight UTC (the
     signing key is derived once a day and kept): every URL is the one boto3 makes at that instant."""
@@ -192,6 +219,14 @@ def test_a_direct_put_is_the_request_the_s3_client_sends(monkeypatch, endpoint, 
     ours = {k.lower(): _text(v) for k, v in direct.headers.items()}
     assert ours == theirs and "authorization" in ours
     assert _body(direct) == _body(client) == data
+
+
+def test_puts_for_the_aws_global_region_go_through_the_client():
+    """botocore's endpoint rules sign a PUT for aws-global as us-east-1: only the client knows that."""
+    storage = Storage(Settings.from_env({"S3_ENDPOINT_URL": "http://minio:9000", "S3_REGION": "aws-global"}))
+    sent = _answering(storage, [])
+    storage.put("o/k.jpg", b"x" * 100, "image/jpeg")
+    assert len(sent) == 1 and "/us-east-1/s3/aws4_request" in _text(sent[0].headers["Authorization"])
 
 
 def test_a_put_not_stored_directly_goes_through_the_client():

@@ -169,7 +169,8 @@ def run_burst(real_redis, jobs: list[dict]) -> tuple[ResizeWorker, Queue]:
     return work(real_redis), queue
 
 
-def test_a_job_costs_the_worker_four_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted):
+def test_a_job_costs_the_worker_four_round_trips_of_rqs_bookkeeping_three_of_them_writes(real_redis, counted,
+                                                                                           monkeypatch):
     """The ending (with its read of the job's dependents, the state "idle", the renewal and the `rq suspend`
     check), the dequeue, the fetch and the start (with the PERSIST RQ's Job.perform sends alone): 4, of which
     three write (the ending, the dequeue, the start). It was 13: the execution's record before the start, the
@@ -177,13 +178,25 @@ def test_a_job_costs_the_worker_four_round_trips_of_rqs_bookkeeping_three_of_the
     one more renewal before the dequeue, and RQ's WATCH and SMEMBERS of the dependents before its ending. Where
     Redis keeps what it acknowledges, every write waits for an fsync, and every round trip for the fsync of the
     pass it is served in."""
+    import redis
+
+    transactions = []
+    execute = redis.client.Pipeline.execute  # (counted's, which records the trip)
+
+    def recording(pipe, *args, **kwargs):
+        if pipe.command_stack:
+            transactions.append((pipe.command_stack[0][0][0], pipe.transaction))
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", recording)
     run_burst(real_redis, [{}] * 4)
     assert len(RAN) == 4
     for a, b in zip(RAN[1:], RAN[2:]):
         trips = counted[a:b]
         assert [trip[0].split()[0] for trip in trips] == ["SMEMBERS", "LMOVE", "HGETALL", "HSET"], trips
-        assert trips[0][1].startswith("HINCRBY ") and trips[0][-1] == "EXISTS rq:suspended"  # one transaction
+        assert trips[0][1].startswith("HINCRBY ") and trips[0][-1] == "EXISTS rq:suspended"
         assert len([trip for trip in trips if trip[0].split()[0] != "HGETALL"]) == 3
+    assert ("SMEMBERS", True) in transactions and ("SMEMBERS", False) not in transactions  # MULTI ... EXEC
 
 
 def test_jobs_that_wait_for_a_job_are_queued_after_its_ending(real_redis, counted):
@@ -200,6 +213,16 @@ def test_jobs_that_wait_for_a_job_are_queued_after_its_ending(real_redis, counte
     finished = [Job.fetch(i, connection=real_redis) for i in queue.finished_job_registry.get_job_ids()]
     assert len(finished) == 3 and {job.get_status() for job in finished} == {"finished"}
     assert real_redis.scard(first.dependents_key) == 0
+
+
+def test_a_job_whose_result_is_not_kept_still_has_the_jobs_waiting_for_it_queued(real_redis, counted):
+    """result_ttl=0: RQ's cleanup deletes the job's dependents set in the ending itself; RQ's own ending then
+    queues them in it."""
+    queue = Queue("t", connection=real_redis)
+    first = queue.enqueue(f"{__name__}.record_run", result_ttl=0)
+    queue.enqueue(f"{__name__}.record_run", depends_on=first)
+    work(real_redis)
+    assert len(RAN) == 2 and not real_redis.exists(first.key)
 
 
 def test_a_job_runs_with_its_key_persisted_by_its_start(real_redis, counted):
@@ -340,7 +363,21 @@ def test_the_rq_code_the_worker_replaces_is_the_code_it_was_written_against():
         "pipeline.lrem(queue.intermediate_queue_key, 1, job.id)", "pipeline.execute()",
         "msg = 'Processing {0} from {1} since {2}'",
         "self.procline(msg.format(job.func_name, job.origin, time.time()))"]
-    # ResizeWorker._end_success is RQ's handle_job_success with the dependents read inside its transaction
+    from rq.job import Job
+
+    # ResizeWorker._end_success is RQ's handle_job_success with the dependents read inside its transaction. That
+    # holds because RQ's enqueue of a dependent WATCHes the job it depends on and defers it only if unfinished,
+    # and because a job whose result is not kept deletes its dependents in its ending (RQ's ending then)
+    from rq.queue import Queue as RQQueue
+
+    setup = statements(RQQueue.setup_dependencies)
+    assert setup.index("pipe.watch(job.dependencies_key)") < setup.index(
+        "dependencies = job.fetch_dependencies(watch=True, pipeline=pipe)") < setup.index(
+        "if dependency.get_status(refresh=False) != JobStatus.FINISHED:") < setup.index(
+        "job.register_dependency(pipeline=pipe)")
+    assert "connection.watch(*[self.key_for(dependency_id) for dependency_id in self._dependency_ids])" in \
+        statements(Job.fetch_dependencies)
+    assert "connection.delete(self.key, self.dependents_key, self.dependencies_key)" in statements(Job.delete)
     assert statements(BaseWorker.handle_job_success) == [
         "with self.connection.pipeline() as pipeline:", "while True:", "try:",
         "pipeline.watch(job.dependents_key)", "queue.enqueue_dependents(job, pipeline=pipeline)",
@@ -535,6 +572,50 @@ def test_a_success_whose_ending_fails_on_the_last_attempt_is_published_by_the_sa
     assert real_redis.hgetall(METRICS + "jobs") == {b"success|": b"1"}
     assert len([trip for trip in counted if f"rq:job:webhook-{token}" in " | ".join(trip)]) == 1
     assert real_redis.zcard("rq:wip:t") == 0 and not real_redis.keys("rq:execution:*")
+
+
+def test_followers_not_queued_after_the_ending_are_queued_by_the_reconciler(real_redis, resizing, monkeypatch,
+                                                                          caplog):
+    """The followers of a job (identical uploads: ``reuse``) are queued after its ending, no longer in it: if
+    that fails (or the worker dies in between), the job has still succeeded, and the reconciler queues them."""
+    import logging
+    import uuid
+
+    import redis
+    from rq.job import Job
+
+    from resizer.queueing import enqueue_resize
+    from resizer.reconcile import reconcile
+
+    import io
+
+    from PIL import Image
+
+    from resizer.options import Limits, parse_options
+    from resizer.storage import original_key
+
+    queue, spec = Queue("t", connection=real_redis), parse_options({"width": 20}, Limits()).to_dict()
+    first, follower = str(uuid.uuid4()), str(uuid.uuid4())
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(png, "PNG")
+    resizing.storage.put(original_key(first), png.getvalue(), "image/png")
+    enqueue_resize(queue, resizing.settings, first, TENANT, spec, None)  # as the API queues them
+    enqueue_resize(queue, resizing.settings, follower, TENANT, spec, None, follows=first)
+    status = lambda token: Job.fetch(token, connection=real_redis).get_status()  # noqa: E731
+    assert status(follower) == "deferred"
+    queue_them = Queue.enqueue_dependents
+
+    def blip(self, job, *args, **kwargs):
+        raise redis.exceptions.ConnectionError("Redis went away for a moment")
+
+    monkeypatch.setattr(Queue, "enqueue_dependents", blip)
+    with caplog.at_level(logging.WARNING, logger="resizer.worker"):
+        work(real_redis)
+    assert status(first) == "finished" and status(follower) == "deferred"
+    assert "the reconciler will" in caplog.text
+    monkeypatch.setattr(Queue, "enqueue_dependents", queue_them)
+    reconcile(real_redis, resizing.storage, resizing.settings, force=True)
+    assert status(follower) == "queued"
 
 
 def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(resizing):
