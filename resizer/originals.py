@@ -138,14 +138,25 @@ def unreserve(connection: redis.Redis, size: int) -> None:
     connection.decrby(REDIS_BYTES, size)
 
 
-def fetch(storage: Storage, token: str, connection: redis.Redis | None = None) -> tuple[bytes, str] | None:
+UNREAD = object()  # fetch(): Redis was not read for the original yet
+
+
+def queue_read(pipe, token: str) -> None:
+    """Queue the read of a Redis-carried original on ``pipe`` (the worker's start of the job): its reply is what
+    ``fetch`` takes as ``read``."""
+    pipe.get(REDIS_PREFIX + token)
+
+
+def fetch(storage: Storage, token: str, connection: redis.Redis | None = None,
+          read: bytes | None | object = UNREAD) -> tuple[bytes, str] | None:
     """The image bytes of the original and where they were ("redis" or "storage"); None if neither has it.
 
-    With ``connection`` (the job said its original rides in Redis) Redis is asked first.
+    With ``connection`` (the job said its original rides in Redis) Redis is asked first, unless ``read`` is
+    what it answered already (``queue_read``; None: it had none).
     """
     raw, where = None, "storage"
     if connection is not None:
-        raw, where = connection.get(REDIS_PREFIX + token), "redis"
+        raw, where = (connection.get(REDIS_PREFIX + token) if read is UNREAD else read), "redis"
     if raw is None:
         raw, where = storage.get(original_key(token)), "storage"
     if raw is None:

@@ -34,6 +34,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from settings import Settings
 
+from . import originals
 from .imaging import ImageLimits
 from .reaper import Reaper
 from .reconcile import reconcile
@@ -113,6 +114,8 @@ class ResizeWorker(SimpleWorker):
             self.perform_job(job, queue)  # RQ's prepare_execution goes out with prepare_job_execution's transaction
         finally:
             joined.close()
+            if _context is not None:
+                _context.original = None  # read by the start, for this job only (a job that follows another skips it)
             done.set()
             beat.join(timeout=self.heartbeat_interval + 5)
         # RQ then checks for `rq suspend` before the next dequeue, a round trip of its own: asked here instead.
@@ -236,7 +239,13 @@ class ResizeWorker(SimpleWorker):
             pipeline.persist(job.key)  # RQ's Job.perform sends it alone; a job must not expire while it runs
             if remove_from_intermediate_queue:
                 pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
-            pipeline.execute()
+            # A job whose original rides in Redis reads it first thing: in this round trip instead of its own.
+            reads_original = (job.meta or {}).get("original") == "redis"
+            if reads_original:
+                originals.queue_read(pipeline, job.id)
+            replies = pipeline.execute()
+        if reads_original:
+            context().original = (job.id, replies[-1])
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
     def _retire_if_grown(self, job: Job) -> None:
@@ -367,9 +376,16 @@ class WorkerContext:
     pool: ThreadPoolExecutor  # for concurrent storage calls within a job
     reaper: Reaper  # deletes finished jobs' originals in batches
     ending: JobEnding = field(default_factory=JobEnding)  # the running job's, which its success joins
+    original: tuple[str, bytes | None] | None = None  # (token, what Redis held) read by the running job's start
 
     def join_ending(self, commands: Commands, after: Callable[[], None]) -> bool:
         return self.ending.join(commands, after)
+
+    def take_original(self, token: str) -> bytes | None | object:
+        """The original of ``token`` as the job's start read it from Redis, once; ``originals.UNREAD`` if it did
+        not (then the job reads it itself)."""
+        read, self.original = self.original, None
+        return read[1] if read is not None and read[0] == token else originals.UNREAD
 
 
 _context: WorkerContext | None = None

@@ -618,6 +618,38 @@ def test_followers_not_queued_after_the_ending_are_queued_by_the_reconciler(real
     assert status(follower) == "queued"
 
 
+def test_an_original_in_redis_is_read_by_the_jobs_start_not_in_a_round_trip_of_its_own(real_redis, resizing,
+                                                                                       counted):
+    """A small original rides in Redis with its job (the API's transaction): the start of the job reads it."""
+    import io
+    import uuid
+
+    from PIL import Image
+    from rq.job import Job
+
+    from resizer import originals
+    from resizer.options import Limits, parse_options
+    from resizer.queueing import enqueue_resize
+
+    token, spec = str(uuid.uuid4()), parse_options({"width": 20}, Limits()).to_dict()
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(png, "PNG")
+    with real_redis.pipeline() as pipe:  # as the API queues it
+        pipe.multi()
+        originals.stash_in_redis(pipe, token, originals.envelope(png.getvalue(), "image/png", TENANT, spec, None))
+        enqueue_resize(Queue("t", connection=real_redis), resizing.settings, token, TENANT, spec, None, pipeline=pipe,
+                       original="redis")
+        pipe.execute()
+    work(real_redis)
+    assert Job.fetch(token, connection=real_redis).get_status() == "finished"
+    key = originals.REDIS_PREFIX + token
+    reads = [trip for trip in counted if f"GET {key}" in trip or trip == ("GET", key)]
+    assert len(reads) == 1 and "LREM rq:queue:t:intermediate 1" in reads[0]  # the start's transaction
+    assert not real_redis.exists(key)  # released by the ending
+    assert [k for k in resizing.storage.objects if k.startswith("outputs/")]  # and resized
+    assert resizing.original is None
+
+
 def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(resizing):
     assert resizing.join_ending(lambda pipe: None, lambda: None) is False  # no job's ending is open
     ending = resizing.ending
