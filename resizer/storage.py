@@ -106,7 +106,7 @@ class Storage:
         self._presign_host = sigv4.host_of(self._presign_base)
         self._presigner = _signer(settings, self._region, self._presign_base)
         if self._presigner is not None and not self._presigns_as_the_client():
-            # e.g. a region botocore signs as another (aws-global), an endpoint path it encodes otherwise
+            # e.g. an endpoint path botocore encodes otherwise (%7E, spaces)
             log.info("storage: presigned URLs are made by boto3's client (the direct signer differs for %s)",
                      self._presign_base)
             self._presigner = None

@@ -141,14 +141,15 @@ class ResizeWorker(SimpleWorker):
         transaction fails this raises, and RQ ends the job as a failure (so it is retried or ended by
         ``on_failure``): past it, all of them went through, and what the job asked to run once its result is out
         runs now. Jobs that waited for this one (identical work that follows it: ``reuse``) are queued last."""
-        if job.get_result_ttl(self.default_result_ttl) == 0:
-            # Nothing kept: RQ's cleanup deletes the dependents' set in the ending itself, so RQ queues them in it.
-            # (Its ending's replies are not read: the worker asks for `rq suspend` on its own after it.)
-            super().handle_job_success(job, queue, started_job_registry)
-            return
         self._ending_success, self._ending_execution = True, None
         try:
-            waiting = self._end_success(job, queue)
+            if job.get_result_ttl(self.default_result_ttl) == 0:
+                # Nothing kept: RQ's cleanup deletes the dependents' set in the ending itself, so RQ's own ending,
+                # which queues them in it. (Its replies are not read: the worker asks for `rq suspend` after it.)
+                super().handle_job_success(job, queue, started_job_registry)
+                waiting = False
+            else:
+                waiting = self._end_success(job, queue)
         except BaseException:
             # RQ forgot the execution before its ending was sent: the failure's cleanup must still remove it from
             # the started registry, or RQ would find it there later, "abandoned", and run or end the job again.
@@ -214,8 +215,9 @@ class ResizeWorker(SimpleWorker):
         shortened it), instead of a write of their own after it. The state is written to Redis only: to itself
         the worker stays busy until the ending is sent, so that a SIGTERM meanwhile waits for the job (RQ's
         handler stops at once unless the worker is busy)."""
-        if self._ending_success:
-            self._ending_execution = self.execution  # RQ's cleanup forgets it (see handle_job_success)
+        if self._ending_success:  # RQ's cleanup forgets the execution (see handle_job_success); RQ's own ending
+            # calls this again after a WatchError, with it forgotten
+            self.execution = self._ending_execution = self.execution or self._ending_execution
         super().cleanup_execution(job, pipeline)
         if self._ending_success:
             context().ending.queue(pipeline)

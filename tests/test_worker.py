@@ -650,6 +650,30 @@ def test_an_original_in_redis_is_read_by_the_jobs_start_not_in_a_round_trip_of_i
     assert resizing.original is None
 
 
+def test_a_success_whose_result_is_not_kept_still_publishes_in_its_ending(real_redis, resizing, counted):
+    """result_ttl=0 ends the job through RQ's own ending (above): what the success joined to it goes out too."""
+    import io
+    import uuid
+
+    from PIL import Image
+
+    from resizer import records
+    from resizer.options import Limits, parse_options
+    from resizer.storage import original_key
+
+    token, spec = str(uuid.uuid4()), parse_options({"width": 20}, Limits()).to_dict()
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(png, "PNG")
+    resizing.storage.put(original_key(token), png.getvalue(), "image/png")
+    Queue("t", connection=real_redis).enqueue("resizer.tasks.resize_job", token, TENANT, spec, None, job_id=token,
+                                              result_ttl=0)
+    work(real_redis)
+    record = records.read_result(real_redis, token, TENANT)
+    assert record is not None and record["status"] == "SUCCESS"
+    assert not real_redis.exists(f"rq:job:{token}")  # not kept
+    assert [trip for trip in counted if trip[:1] == ("WATCH",)]  # RQ's own ending
+
+
 def test_a_jobs_ending_takes_joins_only_while_open_and_runs_what_follows_once(resizing):
     assert resizing.join_ending(lambda pipe: None, lambda: None) is False  # no job's ending is open
     ending = resizing.ending
