@@ -141,6 +141,11 @@ def unreserve(connection: redis.Redis, size: int) -> None:
 UNREAD = object()  # fetch(): Redis was not read for the original yet
 
 
+def in_redis(meta: dict | None) -> bool:
+    """Does the job whose RQ meta this is carry its original in Redis (``queueing.enqueue_resize``'s ``original``)?"""
+    return (meta or {}).get("original") == "redis"
+
+
 def queue_read(pipe, token: str) -> None:
     """Queue the read of a Redis-carried original on ``pipe`` (the worker's start of the job): its reply is what
     ``fetch`` takes as ``read``."""

@@ -125,7 +125,7 @@ def _resize(ctx: WorkerContext, job, token: str, tenant: str, spec: JobSpec, cre
                                    reuse.reused(earlier, created_at, isoformat(utcnow())), {})
         log.info("job %s: job %s did not succeed; doing the work", token, follows)
     t0 = time.perf_counter()
-    in_redis = job is not None and job.meta.get("original") == "redis"
+    in_redis = job is not None and originals.in_redis(job.meta)
     found = originals.fetch(ctx.storage, token, job.connection if in_redis else None, ctx.take_original(token))
     if found is None:
         earlier = records.read_durable(ctx.storage, tenant, token)

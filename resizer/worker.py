@@ -142,14 +142,15 @@ class ResizeWorker(SimpleWorker):
         ``on_failure``): past it, all of them went through, and what the job asked to run once its result is out
         runs now. Jobs that waited for this one (identical work that follows it: ``reuse``) are queued last."""
         self._ending_success, self._ending_execution = True, None
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
         try:
-            if job.get_result_ttl(self.default_result_ttl) == 0:
+            if result_ttl == 0:
                 # Nothing kept: RQ's cleanup deletes the dependents' set in the ending itself, so RQ's own ending,
                 # which queues them in it. (Its replies are not read: the worker asks for `rq suspend` after it.)
                 super().handle_job_success(job, queue, started_job_registry)
                 waiting = False
             else:
-                waiting = self._end_success(job, queue)
+                waiting = self._end_success(job, queue, result_ttl)
         except BaseException:
             # RQ forgot the execution before its ending was sent: the failure's cleanup must still remove it from
             # the started registry, or RQ would find it there later, "abandoned", and run or end the job again.
@@ -168,7 +169,7 @@ class ResizeWorker(SimpleWorker):
                 log.warning("job %s ended, but the jobs waiting for it were not queued yet (the reconciler will): %s",
                             job.id, exc)
 
-    def _end_success(self, job: Job, queue: Queue) -> bool:
+    def _end_success(self, job: Job, queue: Queue, result_ttl: int) -> bool:
         """RQ's ``handle_job_success`` (rq 2.12, guarded by test_worker) in one round trip instead of three:
         True if jobs wait for this one.
 
@@ -185,13 +186,11 @@ class ResizeWorker(SimpleWorker):
             pipeline.smembers(job.dependents_key)  # its reply first
             self.increment_successful_job_count(pipeline=pipeline)
             self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
-            result_ttl = job.get_result_ttl(self.default_result_ttl)
-            if result_ttl != 0:
-                execution = self.execution
-                job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
-                                    execution_id=execution.id if execution else None,
-                                    execution_started_at=execution.created_at if execution else None,
-                                    execution_ended_at=job.ended_at)
+            execution = self.execution  # (result_ttl is never 0 here: handle_job_success leaves those to RQ)
+            job._handle_success(result_ttl, pipeline=pipeline, worker_name=self.name,
+                                execution_id=execution.id if execution else None,
+                                execution_started_at=execution.created_at if execution else None,
+                                execution_ended_at=job.ended_at)
             if job.repeats_left is not None and job.repeats_left > 0:
                 from rq.repeat import Repeat
 
@@ -242,7 +241,7 @@ class ResizeWorker(SimpleWorker):
             if remove_from_intermediate_queue:
                 pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
             # A job whose original rides in Redis reads it first thing: in this round trip instead of its own.
-            reads_original = (job.meta or {}).get("original") == "redis"
+            reads_original = originals.in_redis(job.meta)
             if reads_original:
                 originals.queue_read(pipeline, job.id)
             replies = pipeline.execute()
