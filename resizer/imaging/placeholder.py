@@ -3,19 +3,26 @@
 One thumbnail (at most 64 px on its long side, in sRGB) is made per job from
 the decoded picture (already shrunk on load for JPEG); smart crop reads it too.
 The BlurHash (4x3 components) is computed from an even smaller copy (4x3
-components need no more than about 12 px across) by the ``blurhash`` library's
-own arithmetic, with its cosines computed once per row and column instead of
-once per pixel and component: the same string, bit for bit (checked against
-the library's encoder in the tests), in ~0.3 ms instead of ~3.6 ms.
+components need no more than about 12 px across) with the ``blurhash``
+library's arithmetic, made cheap: sRGB to linear from a table of the library's
+own 256 values, and each component as sums of rows (its cosine along x), then
+of columns (along y), each a dot product run by ``sum(map(mul, ...))`` in C.
+The same components up to a float's last bits, so the library's string unless
+a component falls that close to a step of its quantization (the tests compare
+hundreds of random images): ~0.17 ms a job, where the library takes ~3.6 and
+the per-pixel loop before this ~0.43. The average colour is ImageStat's, from
+the histogram summed in C (0.13 -> 0.05 ms).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from operator import mul
 
 from blurhash.blurhash import base83_encode, linear_to_srgb, sign_pow, srgb_to_linear
-from PIL import Image, ImageStat
+from PIL import Image
 
 from . import steps
 
@@ -23,6 +30,7 @@ THUMB_SIDE = 64
 _BLURHASH_SIDE = 12  # 4x3 components need a few samples per half-cycle; cost grows with pixels (16: 1.1 ms, 12: 0.66)
 _COMPONENTS = (4, 3)
 _PAPER = (255, 255, 255)  # what transparent parts are painted on, for the placeholder
+_LINEAR = tuple(srgb_to_linear(v) for v in range(256))  # the library's own conversion, once per value
 
 
 @dataclass(frozen=True)
@@ -42,35 +50,53 @@ def thumbnail(picture: Image.Image) -> Image.Image:
 
 def placeholder(thumb: Image.Image) -> Placeholder:
     flat = _on_paper(thumb)
-    mean = ImageStat.Stat(flat).mean
-    color = "#" + "".join(f"{round(v):02x}" for v in mean[:3])
     scale = min(1.0, _BLURHASH_SIDE / max(flat.size))
     tiny = flat.resize((max(1, round(flat.width * scale)), max(1, round(flat.height * scale))), Image.Resampling.BOX)
-    data = list(tiny.get_flattened_data())
-    rows = [data[y * tiny.width : (y + 1) * tiny.width] for y in range(tiny.height)]
-    return Placeholder(encode_blurhash(rows, *_COMPONENTS), color)
+    planes = [_rows(band.tobytes(), tiny.width) for band in tiny.split()]
+    return Placeholder(_blurhash(planes, *_COMPONENTS), _mean_colour(flat))
 
 
 def encode_blurhash(rows: list[list[tuple[int, int, int]]], components_x: int, components_y: int) -> str:
-    """``blurhash.encode`` (rows of sRGB pixels), with the same floating-point operations in the same order."""
-    height, width = float(len(rows)), float(len(rows[0]))
-    linear = [[(srgb_to_linear(r), srgb_to_linear(g), srgb_to_linear(b)) for r, g, b in row] for row in rows]
-    cos_x = [[math.cos(math.pi * float(i) * float(x) / width) for x in range(len(rows[0]))]
-             for i in range(components_x)]
-    cos_y = [[math.cos(math.pi * float(j) * float(y) / height) for y in range(len(rows))]
-             for j in range(components_y)]
+    """``blurhash.encode`` (rows of sRGB pixels)."""
+    planes = [[[pixel[c] for pixel in row] for row in rows] for c in range(3)]
+    return _blurhash(planes, components_x, components_y)
+
+
+def _mean_colour(flat: Image.Image) -> str:
+    """'#rrggbb', each channel's mean rounded: ``ImageStat.Stat(flat).mean`` (the same exact sums), in C."""
+    histogram, pixels = flat.histogram(), flat.width * flat.height
+    means = (sum(map(mul, range(256), histogram[band : band + 256])) / pixels for band in (0, 256, 512))
+    return "#" + "".join(f"{round(mean):02x}" for mean in means)
+
+
+def _rows(band: bytes, width: int) -> list[bytes]:
+    return [band[y : y + width] for y in range(0, len(band), width)]
+
+
+@functools.lru_cache(maxsize=256)
+def _cosines(length: int, components: int) -> tuple[tuple[float, ...], ...]:
+    """cos(pi * k * n / length) for each frequency k < components and sample n < length, as the library has it."""
+    return tuple(tuple(math.cos(math.pi * float(k) * float(n) / length) for n in range(length))
+                 for k in range(components))
+
+
+def _blurhash(planes: list, components_x: int, components_y: int) -> str:
+    """The BlurHash of three planes (R, G, B: rows of sRGB values 0-255), as ``blurhash.encode`` computes it.
+
+    The library sums norm * cos_x * cos_y * value over every pixel, one component at a time; here each row is
+    first summed along x for each horizontal frequency, then those sums along y for each vertical one: the same
+    sum in another order (a float's last bits may differ), with two fifths of the multiplications, in C.
+    """
+    height, width = len(planes[0]), len(planes[0][0])
+    linear = [[list(map(_LINEAR.__getitem__, row)) for row in plane] for plane in planes]
+    cos_x, cos_y = _cosines(width, components_x), _cosines(height, components_y)
+    along_x = [[[sum(map(mul, cosines, row)) for row in plane] for cosines in cos_x] for plane in linear]
+    area = float(width) * float(height)
     components, max_ac = [], 0.0
     for j in range(components_y):
         for i in range(components_x):
             norm = 1.0 if (i == 0 and j == 0) else 2.0
-            red = green = blue = 0.0
-            for row, cy in zip(linear, cos_y[j]):
-                for (r, g, b), cx in zip(row, cos_x[i]):
-                    basis = norm * cx * cy
-                    red += basis * r
-                    green += basis * g
-                    blue += basis * b
-            component = (red / (width * height), green / (width * height), blue / (width * height))
+            component = tuple(norm * sum(map(mul, cos_y[j], sums[i])) / area for sums in along_x)
             components.append(component)
             if not (i == 0 and j == 0):
                 max_ac = max(max_ac, abs(component[0]), abs(component[1]), abs(component[2]))
