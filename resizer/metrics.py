@@ -27,7 +27,7 @@ from settings import Settings
 from .errors import NotFound, Unauthorized
 
 PREFIX = "resizer:metrics:"
-STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts, count and sum
+STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts and the sum
 STAGES = ("queue_wait", "download", "decode_resize", "encode", "upload")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -41,18 +41,25 @@ def record_job(connection: redis.Redis, outcome: str, code: str, stages: dict[st
     """Count one finished job and its stage timings (seconds), in one round trip.
 
     Each timing increments only the one bucket it falls in (not every bucket
-    above it, as Prometheus reports them): three commands a stage instead of
-    up to fifteen.  ``JobCollector`` makes the counts cumulative when scraped.
+    above it, as Prometheus reports them) and the sum: two commands a stage
+    instead of up to fifteen.  ``JobCollector`` makes the counts cumulative when
+    scraped; a stage's count is the total of its buckets (hashes written before
+    also hold a "count", always equal to that total, which is ignored).
     """
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline(transaction=False)
     pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)
     for stage, seconds in stages.items():
         key = STAGE_KEY + stage
         pipe.hincrby(key, str(next((b for b in BUCKETS if seconds <= b), "+Inf")), 1)
-        pipe.hincrby(key, "count", 1)
         pipe.hincrbyfloat(key, "sum", seconds)
     if pipe is not connection:  # a caller's pipeline is executed by the caller
         pipe.execute()
+
+
+def stage_count(connection: redis.Redis, stage: str) -> int:
+    """How many timings of ``stage`` the workers recorded (the total of its buckets)."""
+    counts = connection.hmget(STAGE_KEY + stage, [str(b) for b in BUCKETS] + ["+Inf"])
+    return sum(int(c) for c in counts if c is not None)
 
 
 # -- API side ----------------------------------------------------------------------------------
@@ -79,7 +86,7 @@ class JobCollector:
             for bound in BUCKETS:  # stored per bucket; Prometheus buckets count everything at or below
                 below += raw.get(str(bound), 0.0)
                 buckets.append((str(bound), below))
-            buckets.append(("+Inf", raw.get("count", 0.0)))
+            buckets.append(("+Inf", below + raw.get("+Inf", 0.0)))
             stages.add_metric([stage], buckets, raw.get("sum", 0.0))
         yield stages
         depth = GaugeMetricFamily("resizer_queue_depth", "Jobs waiting in the queue", labels=["queue"])

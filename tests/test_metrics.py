@@ -21,3 +21,24 @@ def test_stage_histograms_are_cumulative_when_scraped(fake_redis):
     assert samples[(bucket, "+Inf", None)] == 4
     assert samples[("resizer_job_stage_seconds_sum", None, None)] == pytest.approx(100.043)
     assert samples[("resizer_jobs_total", None, "failure")] == 1
+
+
+def test_a_stage_is_two_commands_and_its_count_is_its_buckets_total(fake_redis):
+    """Each timing adds to its bucket and the sum (no separate count): the scrape's +Inf and ``stage_count`` are
+    the total of the buckets, also for a hash written before, with a count of its own."""
+    from resizer.metrics import STAGE_KEY, JobCollector, record_job, stage_count
+
+    fake_redis.hset(STAGE_KEY + "upload", mapping={"0.005": 2, "count": 2, "sum": 0.004})  # an older worker's
+    pipe = fake_redis.pipeline(transaction=False)
+    record_job(pipe, "success", "", {"upload": 0.003, "decode_resize": 0.5})
+    assert len(pipe.command_stack) == 5  # the outcome, then a bucket and the sum per stage
+    pipe.execute()
+    record_job(fake_redis, "success", "", {"upload": 120.0})
+    assert stage_count(fake_redis, "upload") == 4 and stage_count(fake_redis, "decode_resize") == 1
+    assert stage_count(fake_redis, "encode") == 0
+    samples = {(s.name, s.labels.get("stage"), s.labels.get("le")): s.value
+               for f in JobCollector(fake_redis, "resize").collect() for s in f.samples}
+    assert samples[("resizer_job_stage_seconds_bucket", "upload", "+Inf")] == 4
+    assert samples[("resizer_job_stage_seconds_bucket", "upload", "60.0")] == 3
+    assert samples[("resizer_job_stage_seconds_bucket", "decode_resize", "+Inf")] == 1
+    assert samples[("resizer_job_stage_seconds_sum", "upload", None)] == pytest.approx(120.007)

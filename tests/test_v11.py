@@ -18,7 +18,7 @@ from PIL import Image
 
 from bench.images import photo
 from resizer.connections import make_redis
-from resizer.metrics import STAGE_KEY
+from resizer.metrics import stage_count
 from resizer.security import hash_key
 from settings import Settings
 from tests.conftest import b64, start_stack
@@ -165,7 +165,7 @@ def test_status_describes_the_upload_as_displayed_and_a_placeholder(alice):
 def decodes(stack) -> int:
     """How many jobs really decoded an image (reused ones record no processing stage)."""
     redis = make_redis(Settings.from_env(stack.env))
-    return int(redis.hget(STAGE_KEY + "decode_resize", "count") or 0)
+    return stage_count(redis, "decode_resize")
 
 
 def keys(body: dict) -> list[str]:
