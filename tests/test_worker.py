@@ -712,3 +712,86 @@ def test_a_resize_worker_loads_the_jobs_module_at_start_not_in_its_first_job(rea
                     if line.startswith("import time:")}
         assert "resizer.worker" in imported  # the import log is there: the test reads what it should
         assert ("resizer.tasks" in imported) is loaded, queue
+
+
+# -- the heartbeat: one thread per worker, asleep between jobs ------------------------------------------------
+def test_the_pacemaker_beats_while_a_job_runs_and_never_after_it_ended():
+    from tests.conftest import wait_until
+
+    beats: list[str] = []
+    pacemaker = worker_module.Pacemaker(beats.append, 0.02)
+    pacemaker.start("a")
+    thread = pacemaker._thread
+    wait_until(lambda: beats.count("a") >= 3, "three beats of job a")
+    pacemaker.stop(timeout=5)
+    after_a = beats.count("a")
+    pacemaker.start("b")
+    wait_until(lambda: beats.count("b") >= 3, "three beats of job b")  # the thread kept beating meanwhile
+    pacemaker.stop(timeout=5)
+    assert beats.count("a") == after_a and set(beats) == {"a", "b"}
+    assert pacemaker._thread is thread and thread.is_alive()  # one thread for both jobs
+
+
+def test_a_job_shorter_than_the_interval_gets_no_beat():
+    from tests.conftest import wait_until
+
+    beats: list[str] = []
+    pacemaker = worker_module.Pacemaker(beats.append, 0.2)
+    pacemaker.start("short")
+    pacemaker.stop(timeout=5)
+    pacemaker.start("long")
+    wait_until(lambda: "long" in beats, "a beat of the long job")  # an interval has passed since "short" ended
+    pacemaker.stop(timeout=5)
+    assert "short" not in beats
+
+
+def test_stopping_waits_for_a_beat_in_flight_and_a_failing_beat_does_not_stop_the_next():
+    import threading
+
+    entered, release, stopped = threading.Event(), threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def beat(job):
+        calls.append(job)
+        if len(calls) == 1:
+            raise RuntimeError("Redis blip")
+        entered.set()
+        release.wait(10)
+
+    pacemaker = worker_module.Pacemaker(beat, 0.01)
+    pacemaker.start("a")
+    assert entered.wait(10) and calls[:2] == ["a", "a"]  # the second beat came after the first one failed
+    threading.Thread(target=lambda: (pacemaker.stop(timeout=10), stopped.set()), daemon=True).start()
+    assert not stopped.wait(0.3)  # the job's ending waits while its beat is in flight
+    release.set()
+    assert stopped.wait(10)
+
+
+def beat_seen() -> list:
+    """A job that runs until the worker has renewed its heartbeat (at most 10 s); returns the heartbeat threads."""
+    import threading
+    import time
+
+    from rq import get_current_job
+
+    job = get_current_job()
+    first = job.connection.hget(job.key, "last_heartbeat")
+    deadline = time.monotonic() + 10
+    while job.connection.hget(job.key, "last_heartbeat") == first:
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.05)
+    return [t.ident for t in threading.enumerate() if t.name == "heartbeat" and t.is_alive()]
+
+
+def test_a_worker_renews_long_jobs_heartbeats_from_one_thread(real_redis, monkeypatch):
+    from rq.registry import StartedJobRegistry
+
+    monkeypatch.setattr(ResizeWorker, "heartbeat_interval", 1)
+    queue = Queue("t", connection=real_redis)
+    jobs = [queue.enqueue(f"{__name__}.beat_seen") for _ in range(2)]
+    work(real_redis)
+    seen = [job.latest_result().return_value for job in jobs]
+    assert all(seen), seen  # each job saw its heartbeat renewed while it ran
+    assert set(seen[0]) & set(seen[1])  # the same thread beat for both
+    assert StartedJobRegistry("t", connection=real_redis).get_job_ids() == []
