@@ -62,8 +62,12 @@ class ResizeJob(Job):
 class Pacemaker:
     """One thread that calls ``beat(job)`` every ``interval`` seconds while a job runs, for job after job.
 
-    ``stop`` returns once no beat of the ended job is in flight (or after ``timeout``), as joining a thread of
-    the job's own did: a beat after a job's ending would put the job back in RQ's started-jobs registry.
+    ``stop`` returns once no beat of the job is in flight, as joining a thread of the job's own did: the worker
+    stops it when the job's function has returned, before the job's ending goes out, so no beat follows the
+    ending (a late one would write the ended job's last heartbeat and recreate its execution record). A beat
+    still running after ``timeout`` (Redis not answering) is abandoned with its thread, which leaves when the
+    beat returns: the next job gets a thread of its own, so one hung beat cannot take the heartbeats of every
+    job after it.
     """
 
     def __init__(self, beat: Callable[[Job], None], interval: float):
@@ -71,32 +75,40 @@ class Pacemaker:
         self._cond = threading.Condition()
         self._job: Job | None = None
         self._run = 0  # changes at every start and stop: a wait that sees it change beats no more for its job
-        self._beating = False
+        self._beating: threading.Thread | None = None  # the thread whose beat is in flight
         self._thread: threading.Thread | None = None
 
     def start(self, job: Job) -> None:
         with self._cond:
             self._job, self._run = job, self._run + 1
             self._cond.notify_all()
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
-            self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+                self._thread.start()
 
     def stop(self, timeout: float) -> None:
         with self._cond:
+            if self._job is None and self._beating is None:
+                return  # stopped already
             self._job, self._run = None, self._run + 1
             self._cond.notify_all()
-            self._cond.wait_for(lambda: not self._beating, timeout)
+            if not self._cond.wait_for(lambda: self._beating is None, timeout):
+                log.warning("a heartbeat has not returned after %g s (is Redis answering?): the next job's "
+                            "heartbeats get a thread of their own", timeout)
+                self._thread = self._beating = None  # abandoned: it leaves once its beat returns
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         with self._cond:
-            while True:
+            while self._thread is me:
                 job = None  # holds no ended job while it sleeps
-                self._cond.wait_for(lambda: self._job is not None)
+                self._cond.wait_for(lambda: self._job is not None or self._thread is not me)
+                if self._thread is not me:
+                    return
                 run, job = self._run, self._job
                 if self._cond.wait_for(lambda: self._run != run, self._interval):
                     continue  # the job ended (or another began) within the interval
-                self._beating = True
+                self._beating = me
                 self._cond.release()
                 try:
                     self._beat(job)
@@ -104,7 +116,8 @@ class Pacemaker:
                     log.exception("heartbeat")
                 finally:
                     self._cond.acquire()
-                    self._beating = False
+                    if self._beating is me:
+                        self._beating = None
                     self._cond.notify_all()
 
 
@@ -324,6 +337,8 @@ class ResizeWorker(SimpleWorker):
         RQ calls it also when the job raised or its success's ending failed, before the failure callback: then
         nothing joined to the ending will go out, and nothing may join it any more (the callback publishes
         whatever it ends by itself)."""
+        if self._pacemaker is not None:  # no beat once the job's ending may go out
+            self._pacemaker.stop(timeout=self.heartbeat_interval + 5)
         job.ended_at = rq_now()
         job.last_heartbeat = job.ended_at
         if job.get_status(refresh=False) == JobStatus.FAILED:

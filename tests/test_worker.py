@@ -767,8 +767,38 @@ def test_stopping_waits_for_a_beat_in_flight_and_a_failing_beat_does_not_stop_th
     assert stopped.wait(10)
 
 
+def test_a_hung_beat_is_abandoned_and_the_next_job_gets_a_thread_of_its_own(caplog):
+    import threading
+
+    from tests.conftest import wait_until
+
+    entered, release = threading.Event(), threading.Event()
+    beats: list[tuple[str, threading.Thread]] = []
+
+    def beat(job):
+        beats.append((job, threading.current_thread()))
+        if job == "a":  # Redis not answering
+            entered.set()
+            release.wait(30)
+
+    pacemaker = worker_module.Pacemaker(beat, 0.01)
+    pacemaker.start("a")
+    assert entered.wait(10)
+    hung = pacemaker._thread
+    pacemaker.stop(timeout=0.2)
+    assert "heartbeat has not returned" in caplog.text and hung.is_alive()
+    pacemaker.start("b")
+    wait_until(lambda: any(job == "b" for job, _ in beats), "a beat of job b")
+    assert {thread for job, thread in beats if job == "b"} == {pacemaker._thread} and pacemaker._thread is not hung
+    release.set()
+    wait_until(lambda: not hung.is_alive(), "the abandoned thread to leave once its beat returned")
+    pacemaker.stop(timeout=5)
+    assert [job for job, _ in beats].count("a") == 1
+
+
 def beat_seen() -> list:
-    """A job that runs until the worker has renewed its heartbeat (at most 10 s); returns the heartbeat threads."""
+    """A job that runs until the worker has renewed its heartbeat (at most 10 s); returns the OS ids of the
+    heartbeat threads then alive."""
     import threading
     import time
 
@@ -781,7 +811,7 @@ def beat_seen() -> list:
         if time.monotonic() > deadline:
             return []
         time.sleep(0.05)
-    return [t.ident for t in threading.enumerate() if t.name == "heartbeat" and t.is_alive()]
+    return [t.native_id for t in threading.enumerate() if t.name == "heartbeat" and t.is_alive()]
 
 
 def test_a_worker_renews_long_jobs_heartbeats_from_one_thread(real_redis, monkeypatch):
@@ -790,8 +820,34 @@ def test_a_worker_renews_long_jobs_heartbeats_from_one_thread(real_redis, monkey
     monkeypatch.setattr(ResizeWorker, "heartbeat_interval", 1)
     queue = Queue("t", connection=real_redis)
     jobs = [queue.enqueue(f"{__name__}.beat_seen") for _ in range(2)]
-    work(real_redis)
+    w = work(real_redis)
     seen = [job.latest_result().return_value for job in jobs]
     assert all(seen), seen  # each job saw its heartbeat renewed while it ran
-    assert set(seen[0]) & set(seen[1])  # the same thread beat for both
+    assert w._pacemaker._thread.native_id in set(seen[0]) & set(seen[1])  # the worker's one thread beat for both
     assert StartedJobRegistry("t", connection=real_redis).get_job_ids() == []
+
+
+def test_no_beat_goes_out_once_a_jobs_ending_may(real_redis, monkeypatch):
+    """The heartbeat stops when the job's function returns: a beat during the ending could follow it and write
+    the ended job's heartbeat and execution record again. The ending here lasts longer than two intervals."""
+    import threading
+
+    monkeypatch.setattr(ResizeWorker, "heartbeat_interval", 1)
+    beat, succeed = ResizeWorker._beat, ResizeWorker.handle_job_success
+    ending, late = threading.Event(), threading.Event()
+
+    def watched_beat(self, job):
+        if ending.is_set():
+            late.set()
+        beat(self, job)
+
+    def slow_ending(self, *args, **kwargs):
+        ending.set()
+        assert not late.wait(2.5), "a beat went out during the job's ending"
+        return succeed(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResizeWorker, "_beat", watched_beat)
+    monkeypatch.setattr(ResizeWorker, "handle_job_success", slow_ending)
+    job = Queue("t", connection=real_redis).enqueue(f"{__name__}.beat_seen")
+    work(real_redis)
+    assert ending.is_set() and job.latest_result().return_value and not late.is_set()
