@@ -27,7 +27,7 @@ from settings import Settings
 from .errors import NotFound, Unauthorized
 
 PREFIX = "resizer:metrics:"
-STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts and the sum
+STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts, their count and the sum
 STAGES = ("queue_wait", "download", "decode_resize", "encode", "upload")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -41,16 +41,20 @@ def record_job(connection: redis.Redis, outcome: str, code: str, stages: dict[st
     """Count one finished job and its stage timings (seconds), in one round trip.
 
     Each timing increments only the one bucket it falls in (not every bucket
-    above it, as Prometheus reports them) and the sum: two commands a stage
-    instead of up to fifteen.  ``JobCollector`` makes the counts cumulative when
-    scraped; a stage's count is the total of its buckets (hashes written before
-    also hold a "count", always equal to that total, which is ignored).
+    above it, as Prometheus reports them), the count and the sum: three
+    commands a stage instead of up to fifteen.  ``JobCollector`` makes the
+    counts cumulative when scraped, and takes a stage's count as the total of
+    its buckets: the "count" field is written only for the releases before this
+    one, whose scrape reads it (during a rolling upgrade, or after a rollback).
+    A release that no longer needs to run beside those may stop writing it: one
+    command less a stage.
     """
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline(transaction=False)
     pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)
     for stage, seconds in stages.items():
         key = STAGE_KEY + stage
         pipe.hincrby(key, str(next((b for b in BUCKETS if seconds <= b), "+Inf")), 1)
+        pipe.hincrby(key, "count", 1)  # read by earlier releases only (see above)
         pipe.hincrbyfloat(key, "sum", seconds)
     if pipe is not connection:  # a caller's pipeline is executed by the caller
         pipe.execute()
