@@ -85,7 +85,7 @@ def _blurhash(planes: list, components_x: int, components_y: int) -> str:
 
     The library sums norm * cos_x * cos_y * value over every pixel, one component at a time; here each row is
     first summed along x for each horizontal frequency, then those sums along y for each vertical one: the same
-    sum in another order (a float's last bits may differ), with two fifths of the multiplications, in C.
+    sum in another order (a float's last bits may differ), with about a quarter of the multiplications, in C.
     """
     height, width = len(planes[0]), len(planes[0][0])
     linear = [[list(map(_LINEAR.__getitem__, row)) for row in plane] for plane in planes]
