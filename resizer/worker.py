@@ -8,8 +8,9 @@ timeout + 60 s: a killed worker's job would sit for minutes before anyone
 noticed.  Here a small thread (one per process, asleep between jobs: a thread
 started and joined for each job cost ~0.2 ms of CPU a job) renews the
 reservation every ``heartbeat_interval`` seconds of a job, and the reservation
-is only ``dead_after`` seconds long, so another worker's maintenance pass re-queues a dead worker's
-job (through its ``Retry``) within about ``dead_after + maintenance_interval``.
+is only ``dead_after`` seconds long, so another worker's maintenance pass
+re-queues a dead worker's job (through its ``Retry``) within about
+``dead_after + maintenance_interval``.
 Job time limits are still enforced by RQ's SIGALRM death penalty.
 """
 
@@ -25,7 +26,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import redis
 from rq.executions import Execution
 from rq.job import Job, JobStatus, _job_stack
 from rq.queue import Queue
