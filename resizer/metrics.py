@@ -41,20 +41,19 @@ def record_job(connection: redis.Redis, outcome: str, code: str, stages: dict[st
     """Count one finished job and its stage timings (seconds), in one round trip.
 
     Each timing increments only the one bucket it falls in (not every bucket
-    above it, as Prometheus reports them), the count and the sum: three
-    commands a stage instead of up to fifteen.  ``JobCollector`` makes the
-    counts cumulative when scraped, and takes a stage's count as the total of
-    its buckets: the "count" field is written only for the releases before this
-    one, whose scrape reads it (during a rolling upgrade, or after a rollback).
-    A release that no longer needs to run beside those may stop writing it: one
-    command less a stage.
+    above it, as Prometheus reports them) and the sum: two commands a stage
+    instead of up to fifteen.  ``JobCollector`` makes the counts cumulative when
+    scraped and takes a stage's count as the total of its buckets, so no count
+    is stored.  The release before this one scrapes the same way, so the two
+    can run side by side (a rolling upgrade, a rollback).  Releases older than
+    that read a "count" field that is no longer written: rolled back to one of
+    those, a stage's count stops at the upgrade; jobs themselves are unaffected.
     """
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline(transaction=False)
     pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)
     for stage, seconds in stages.items():
         key = STAGE_KEY + stage
         pipe.hincrby(key, str(next((b for b in BUCKETS if seconds <= b), "+Inf")), 1)
-        pipe.hincrby(key, "count", 1)  # read by earlier releases only (see above)
         pipe.hincrbyfloat(key, "sum", seconds)
     if pipe is not connection:  # a caller's pipeline is executed by the caller
         pipe.execute()

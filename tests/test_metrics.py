@@ -23,17 +23,18 @@ def test_stage_histograms_are_cumulative_when_scraped(fake_redis):
     assert samples[("resizer_jobs_total", None, "failure")] == 1
 
 
-def test_a_stages_count_is_its_buckets_total_and_earlier_releases_still_find_theirs(fake_redis):
-    """The scrape's +Inf and ``stage_count`` are the total of the buckets, whatever a hash's "count" says (so a
-    later release may stop writing it); it is still written, for the scrape of the releases before this one."""
+def test_a_stages_count_is_its_buckets_total_and_no_count_is_stored(fake_redis):
+    """The scrape's +Inf and ``stage_count`` are the total of the buckets, whatever a hash's "count" says (an
+    older release's workers wrote one); this release writes a bucket and the sum a stage, no count."""
     from resizer.metrics import STAGE_KEY, JobCollector, record_job, stage_count
 
     fake_redis.hset(STAGE_KEY + "upload", mapping={"0.005": 2, "count": 2, "sum": 0.004})  # an older worker's
     pipe = fake_redis.pipeline(transaction=False)
     record_job(pipe, "success", "", {"upload": 0.003, "decode_resize": 0.5})
-    assert len(pipe.command_stack) == 7  # the outcome, then a bucket, the count and the sum per stage
+    assert len(pipe.command_stack) == 5  # the outcome, then a bucket and the sum per stage
     pipe.execute()
-    assert int(fake_redis.hget(STAGE_KEY + "decode_resize", "count")) == 1  # what an earlier release reads
+    assert fake_redis.hget(STAGE_KEY + "decode_resize", "count") is None
+    assert int(fake_redis.hget(STAGE_KEY + "upload", "count")) == 2  # an older worker's, left as it was
     fake_redis.hset(STAGE_KEY + "upload", "count", 99)  # a count nothing reads any more does not matter
     record_job(fake_redis, "success", "", {"upload": 120.0})
     assert stage_count(fake_redis, "upload") == 4 and stage_count(fake_redis, "decode_resize") == 1
