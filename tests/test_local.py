@@ -147,3 +147,21 @@ def test_its_own_redis_keeps_an_aof_and_rewrites_it_only_past_the_size_compose_u
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]["command"]
     at = compose.index(REDIS_AOF_REWRITE[0])
     assert tuple(compose[at:at + 2]) == REDIS_AOF_REWRITE
+
+
+def test_its_s3_server_runs_go_on_one_core_unless_the_environment_says_otherwise(tmp_path):
+    """rclone (Go) shares the box with the resize workers: one core for its runtime, so no idle Go thread spins on
+    theirs; a GOMAXPROCS the operator exported is kept."""
+    from pathlib import Path
+
+    from resizer.local import find_binary, free_port
+
+    stack = Stack(workdir=tmp_path, s3_port=free_port(), env={"S3_ENDPOINT_URL": ""}, log_dir=tmp_path / "logs")
+    try:
+        stack._start_s3()
+        environ = Path(f"/proc/{stack.procs['s3'].pid}/environ").read_bytes().split(b"\0")
+    finally:
+        stack.stop()
+    assert b"GOMAXPROCS=1" in environ
+    told = Stack(workdir=tmp_path, env={"GOMAXPROCS": "2", "S3_ACCESS_KEY_ID": "a", "S3_SECRET_ACCESS_KEY": "b"})
+    assert told.s3_proc(find_binary("rclone"), tmp_path).env["GOMAXPROCS"] == "2"
