@@ -27,7 +27,8 @@ from settings import Settings
 from .errors import NotFound, Unauthorized
 
 PREFIX = "resizer:metrics:"
-STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts, their count and the sum
+STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts and the sum (an older worker's may
+# also hold a "count", which nothing reads any more)
 STAGES = ("queue_wait", "download", "decode_resize", "encode", "upload")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -44,10 +45,12 @@ def record_job(connection: redis.Redis, outcome: str, code: str, stages: dict[st
     above it, as Prometheus reports them) and the sum: two commands a stage
     instead of up to fifteen.  ``JobCollector`` makes the counts cumulative when
     scraped and takes a stage's count as the total of its buckets, so no count
-    is stored.  The release before this one scrapes the same way, so the two
-    can run side by side (a rolling upgrade, a rollback).  Releases older than
-    that read a "count" field that is no longer written: rolled back to one of
-    those, a stage's count stops at the upgrade; jobs themselves are unaffected.
+    is stored.  The release before this one (1a61eee) scrapes the same way, so
+    the two can run side by side (a rolling upgrade, a rollback).  Releases
+    older than that read the "count" field this one no longer writes: beside
+    them, their scrape's +Inf and _count stop growing while the buckets below
+    do, which makes those histograms invalid (quantiles are wrong) until they
+    are gone; jobs themselves are unaffected (docs/operations.md).
     """
     pipe = connection if isinstance(connection, redis.client.Pipeline) else connection.pipeline(transaction=False)
     pipe.hincrby(PREFIX + "jobs", f"{outcome}|{code}", 1)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+
+import pytest
 
 from resizer.local import MAX_RESTART_DELAY, STABLE_AFTER, Proc, Stack
 
@@ -149,13 +152,15 @@ def test_its_own_redis_keeps_an_aof_and_rewrites_it_only_past_the_size_compose_u
     assert tuple(compose[at:at + 2]) == REDIS_AOF_REWRITE
 
 
-def test_its_s3_server_runs_go_on_one_core_unless_the_environment_says_otherwise(tmp_path):
+@pytest.mark.e2e
+def test_its_s3_server_runs_go_on_one_core_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
     """rclone (Go) shares the box with the resize workers: one core for its runtime, so no idle Go thread spins on
-    theirs; a GOMAXPROCS the operator exported is kept."""
+    theirs; a GOMAXPROCS the operator exported is kept (an empty one is Go's "unset")."""
     from pathlib import Path
 
     from resizer.local import find_binary, free_port
 
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
     stack = Stack(workdir=tmp_path, s3_port=free_port(), env={"S3_ENDPOINT_URL": ""}, log_dir=tmp_path / "logs")
     try:
         stack._start_s3()
@@ -163,5 +168,9 @@ def test_its_s3_server_runs_go_on_one_core_unless_the_environment_says_otherwise
     finally:
         stack.stop()
     assert b"GOMAXPROCS=1" in environ
-    told = Stack(workdir=tmp_path, env={"GOMAXPROCS": "2", "S3_ACCESS_KEY_ID": "a", "S3_SECRET_ACCESS_KEY": "b"})
-    assert told.s3_proc(find_binary("rclone"), tmp_path).env["GOMAXPROCS"] == "2"
+    rclone, keys = find_binary("rclone"), {"S3_ACCESS_KEY_ID": "a", "S3_SECRET_ACCESS_KEY": "b"}
+    for exported, runs_with in (("2", "2"), ("", "1")):
+        monkeypatch.setenv("GOMAXPROCS", exported)
+        told = Stack(workdir=tmp_path, env=dict(keys))
+        told.env = {**os.environ, **told.env}  # what start() gives every process
+        assert told.s3_proc(rclone, tmp_path).env["GOMAXPROCS"] == runs_with

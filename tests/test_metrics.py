@@ -42,6 +42,7 @@ def test_a_stages_count_is_its_buckets_total_and_no_count_is_stored(fake_redis):
     samples = {(s.name, s.labels.get("stage"), s.labels.get("le")): s.value
                for f in JobCollector(fake_redis, "resize").collect() for s in f.samples}
     assert samples[("resizer_job_stage_seconds_bucket", "upload", "+Inf")] == 4
+    assert samples[("resizer_job_stage_seconds_count", "upload", None)] == 4
     assert samples[("resizer_job_stage_seconds_bucket", "upload", "60.0")] == 3
     assert samples[("resizer_job_stage_seconds_bucket", "decode_resize", "+Inf")] == 1
     assert samples[("resizer_job_stage_seconds_sum", "upload", None)] == pytest.approx(120.007)
