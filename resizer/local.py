@@ -232,7 +232,7 @@ class Stack:
         # rclone is Go, whose runtime keeps a thread per core ready and lets idle ones spin looking for work
         # after every request: on a box whose cores the resize workers keep busy, that spinning takes their
         # CPU. One core serves this server's requests (its disk writes do not hold it); GOMAXPROCS in the
-        # environment still wins. Measured: its CPU a small PUT -15 to -20%, jobs/s +6 to +9% (performance.md).
+        # environment still wins. Measured: its CPU a small PUT -15 to -20%, jobs/s +6 to +7% (performance.md).
         env = {**self.env, "GOMAXPROCS": self.env.get("GOMAXPROCS") or S3_GOMAXPROCS}
         return Proc("s3", [rclone, "serve", "s3", str(data), "--addr", f"127.0.0.1:{self.s3_port}",
                            "--auth-key", keys, "--config", "/dev/null", "--log-level", "NOTICE",
