@@ -27,8 +27,8 @@ from settings import Settings
 from .errors import NotFound, Unauthorized
 
 PREFIX = "resizer:metrics:"
-STAGE_KEY = PREFIX + "stage_hist:"  # + stage name: a hash of per-bucket counts and the sum (an older worker's may
-# also hold a "count", which nothing reads any more)
+# + stage name: a hash of per-bucket counts and the sum (an older worker's may also hold a "count", read by nothing)
+STAGE_KEY = PREFIX + "stage_hist:"
 STAGES = ("queue_wait", "download", "decode_resize", "encode", "upload")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

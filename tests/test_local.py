@@ -160,7 +160,6 @@ def test_its_s3_server_runs_go_on_one_core_unless_the_environment_says_otherwise
 
     from resizer.local import find_binary, free_port
 
-    monkeypatch.delenv("GOMAXPROCS", raising=False)
     stack = Stack(workdir=tmp_path, s3_port=free_port(), env={"S3_ENDPOINT_URL": ""}, log_dir=tmp_path / "logs")
     try:
         stack._start_s3()
